@@ -239,6 +239,6 @@ def load(path: str | Path = "params.yaml") -> Params:
 def json_schema() -> dict[str, Any]:
     """JSON schema of params.yaml (the file in ``workflow/schemas``)."""
     schema = Params.model_json_schema()
-    schema["$schema"] = "http://json-schema.org/draft-07/schema#"
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "medssl params.yaml"
     return schema

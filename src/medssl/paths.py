@@ -71,22 +71,31 @@ def study_results(study: str, base: Path | None = None) -> Path:
     return (base or root()) / "results" / study
 
 
+def runs(study: str, base: Path | None = None) -> Path:
+    """``results/<study>/runs``: every run's ``metrics.json`` (one DVC output per study).
+
+    The runs sit one level below the study folder, not beside the tables, because
+    DVC cannot track a folder from one stage and files inside it from another.
+    """
+    return study_results(study, base) / "runs"
+
+
 def downstream_dir(study: str, dataset: str, protocol: str, method: str,
                    fraction: float | str, seed: int | str, base: Path | None = None) -> Path:
-    return (study_results(study, base) / dataset / protocol / method
+    return (runs(study, base) / dataset / protocol / method
             / frac_tag(fraction) / seed_tag(seed))
 
 
 def downstream_metrics(study: str, dataset: str, protocol: str, method: str,
                        fraction: float | str, seed: int | str, base: Path | None = None) -> Path:
-    """``results/<study>/<dataset>/<protocol>/<method>/frac<f>/seed<s>/metrics.json``."""
+    """``results/<study>/runs/<dataset>/<protocol>/<method>/frac<f>/seed<s>/metrics.json``."""
     return downstream_dir(study, dataset, protocol, method, fraction, seed, base) / "metrics.json"
 
 
 def method_metrics(study: str, dataset: str, method: str, seed: int | str,
                    base: Path | None = None) -> Path:
-    """``results/<study>/<dataset>/<method>/seed<s>/metrics.json`` (uda / template studies)."""
-    return study_results(study, base) / dataset / method / seed_tag(seed) / "metrics.json"
+    """``results/<study>/runs/<dataset>/<method>/seed<s>/metrics.json`` (uda / template studies)."""
+    return runs(study, base) / dataset / method / seed_tag(seed) / "metrics.json"
 
 
 def table(study: str, ext: str, base: Path | None = None) -> Path:

@@ -1,0 +1,196 @@
+"""``medssl <stage>``: the one entry point every Snakemake rule and DVC stage calls.
+
+Each subcommand reads only its own part of ``params.yaml`` (``--params`` to use
+another file) and writes only the outputs named in ``medssl.paths``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from medssl import __version__
+
+log = logging.getLogger("medssl")
+
+
+def _params(args: argparse.Namespace):
+    from medssl import config
+
+    return config.load(args.params)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    p = _params(args)
+    print(f"{args.params}: valid ({len(p.datasets)} datasets, {len(p.methods)} methods, "
+          f"{len(p.studies)} studies: {', '.join(p.studies)})")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from medssl import config
+    from medssl.io import write_text
+
+    text = json.dumps(config.json_schema(), indent=2, sort_keys=True) + "\n"
+    if args.output:
+        write_text(args.output, text)
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from medssl.data.fetch import fetch
+
+    p = _params(args)
+    for name in _datasets(p, args.datasets):
+        out = fetch(name, p.datasets[name], force=args.force, progress=args.progress)
+        print(f"{name}: {out}")
+    return 0
+
+
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    from medssl.data.preprocess import preprocess_dataset
+
+    p = _params(args)
+    for name in _datasets(p, args.datasets):
+        out = preprocess_dataset(name, p.datasets[name], progress=args.progress)
+        print(f"{name}: {out}")
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from medssl.train.pretrain import pretrain
+
+    p = _params(args)
+    _known(args.study, p.studies, "study")
+    if args.method not in p.studies[args.study].methods:
+        raise SystemExit(f"error: method {args.method!r} is not in study {args.study!r}")
+    pretrain(p, args.study, args.method, progress=args.progress)
+    return 0
+
+
+def cmd_downstream(args: argparse.Namespace) -> int:
+    from medssl.train.downstream import downstream
+
+    p = _params(args)
+    _known(args.study, p.studies, "study")
+    _known(args.dataset, p.datasets, "dataset")
+    downstream(p, args.study, args.dataset, args.protocol, args.method, args.fraction, args.seed,
+               progress=args.progress)
+    return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from medssl.report.tables import write_tables
+
+    p = _params(args)
+    _known(args.study, p.studies, "study")
+    st = p.studies[args.study]
+    written = write_tables(args.study, st.methods)
+    for ext, path in written.items():
+        print(f"{ext}: {path}")
+    if args.show:
+        print(Path(written["md"]).read_text())
+    return 0
+
+
+def cmd_init_tracking(args: argparse.Namespace) -> int:
+    from medssl import tracking
+
+    uri = tracking.init_store()
+    print(f"MLflow store ready: {uri}")
+    return 0
+
+
+def _datasets(p, names: Sequence[str]) -> list[str]:
+    if not names:
+        raise SystemExit("error: name at least one dataset (or 'all')")
+    if list(names) == ["all"]:
+        return sorted(p.datasets)
+    for n in names:
+        _known(n, p.datasets, "dataset")
+    return list(names)
+
+
+def _known(name: str, table: dict, what: str) -> None:
+    if name not in table:
+        raise SystemExit(f"error: unknown {what} {name!r}; defined in params: {', '.join(sorted(table))}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="medssl", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--version", action="version", version=f"medssl {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--params", default=os.environ.get("MEDSSL_PARAMS", "params.yaml"),
+                        help="configuration file (default: params.yaml or $MEDSSL_PARAMS)")
+    common.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="<stage>")
+
+    def add(name: str, func, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, parents=[common], help=help_, description=help_)
+        sp.set_defaults(func=func)
+        return sp
+
+    add("check", cmd_check, "validate params.yaml (unknown keys, methods, datasets are errors)")
+    sp = add("schema", cmd_schema, "print (or write) the JSON schema of params.yaml")
+    sp.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    sp = add("fetch", cmd_fetch, "download / generate / check raw data into data/raw/<dataset>")
+    sp.add_argument("datasets", nargs="*", help="dataset names from params.yaml, or 'all'")
+    sp.add_argument("--force", action="store_true", help="fetch again even when present")
+    sp = add("preprocess", cmd_preprocess, "reorient, resample, normalise, crop into data/processed/<dataset>")
+    sp.add_argument("datasets", nargs="*", help="dataset names from params.yaml, or 'all'")
+    sp = add("pretrain", cmd_pretrain, "pre-train one method of a study; writes checkpoints/<study>/<method>/")
+    sp.add_argument("study")
+    sp.add_argument("method")
+    sp = add("downstream", cmd_downstream, "train + evaluate one downstream run; writes its metrics.json")
+    sp.add_argument("study")
+    sp.add_argument("dataset")
+    sp.add_argument("protocol", choices=["linear", "finetune"])
+    sp.add_argument("method")
+    sp.add_argument("--fraction", type=float, default=1.0, help="label fraction of the training split")
+    sp.add_argument("--seed", type=int, default=0)
+    sp = add("table", cmd_table, "write results/<study>/table.{md,tex,csv} from the metrics.json files")
+    sp.add_argument("study")
+    sp.add_argument("--show", action="store_true", help="print the Markdown table")
+    add("init-tracking", cmd_init_tracking, "create the MLflow store once before jobs fan out")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("mlflow", "alembic", "urllib3", "git"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    argv_text = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
+    log.info("medssl %s: %s (python %s, host %s, pid %d)", __version__, argv_text, platform.python_version(),
+             platform.node(), os.getpid())
+    t0 = time.time()
+    from medssl.config import ConfigError
+
+    try:
+        rc = args.func(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        log.error("%s failed: %s", args.command, exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    log.info("medssl %s finished in %.1f s", args.command, time.time() - t0)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

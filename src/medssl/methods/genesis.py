@@ -1,0 +1,46 @@
+"""``genesis``: Models Genesis restoration pre-training.
+
+Zhou et al., "Models Genesis", MedIA 2021: the image is damaged by a
+non-linear Bézier intensity map, local pixel shuffling and in-/out-painting,
+and the network restores the original; loss = MSE(restored, original).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medssl.methods.base import PretrainMethod
+from medssl.nn.heads import RestorationHead
+from medssl.transforms.genesis import GenesisDamage
+
+
+class Genesis(PretrainMethod):
+    """Restoration of Genesis-damaged inputs from the backbone's local feature.
+
+    Args:
+        backbone: registry backbone.
+        seed: seeds the damage transforms.
+        nonlinear_prob, local_shuffle_prob, paint_prob, inpaint_rate: the
+            published Models Genesis probabilities (0.9, 0.5, 0.9, 0.2).
+    """
+
+    def __init__(self, backbone: nn.Module, seed: int = 0, nonlinear_prob: float = 0.9,
+                 local_shuffle_prob: float = 0.5, paint_prob: float = 0.9, inpaint_rate: float = 0.2,
+                 **args: Any) -> None:
+        super().__init__(backbone, seed, **args)
+        self.head = RestorationHead(backbone.local_channels, out_channels=1)
+        self.damage = GenesisDamage(nonlinear_prob=nonlinear_prob, local_shuffle_prob=local_shuffle_prob,
+                                    paint_prob=paint_prob, inpaint_rate=inpaint_rate)
+        self.damage.set_random_state(seed)
+
+    def loss(self, batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """MSE between the restoration of the damaged batch and the batch."""
+        with torch.no_grad():
+            damaged = torch.stack([torch.as_tensor(self.damage(x.cpu().numpy())) for x in batch]).to(batch)
+        restored = torch.sigmoid(self.head(self.backbone(damaged)["local"]))
+        loss = F.mse_loss(restored, batch)
+        return loss, {"mse": float(loss.detach())}

@@ -1,0 +1,174 @@
+"""The downstream stage: one protocol of one pre-trained backbone on one dataset.
+
+Protocols (GVSL, Sec. 4 of the supplement): ``linear`` freezes the backbone
+and trains a 1x1x1 conv on the local feature (segmentation) or a linear layer
+on the pooled global feature (classification); ``finetune`` trains
+everything. The label fraction subsamples the training split with the run's
+seed. The weights with the best validation metric (mean Dice, or AUC) are kept
+and evaluated on the test split with MONAI sliding-window inference.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medssl import paths, tracking
+from medssl.config import Params
+from medssl.data.datalist import read_datalist, subsample
+from medssl.data.loaders import eval_loader, make_dataset, train_loader
+from medssl.io import write_json
+from medssl.nn.checkpoint import load_backbone
+from medssl.nn.heads import ClassificationHead, SegmentationHead
+from medssl.train.common import log, progress_bar, setup
+from medssl.train.evaluation import classification_metrics, segmentation_metrics, summarise
+
+PROTOCOLS = ("linear", "finetune")
+
+
+class DownstreamModel(nn.Module):
+    """Backbone + task head; ``forward`` returns logits."""
+
+    def __init__(self, backbone: nn.Module, task: str, n_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.task = task
+        if task == "segmentation":
+            self.head = SegmentationHead(backbone.local_channels, n_classes)
+        else:
+            self.head = ClassificationHead(backbone.global_channels, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.backbone(x)
+        return self.head(feats["local"] if self.task == "segmentation" else feats["global"])
+
+
+def downstream(params: Params, study: str, dataset: str, protocol: str, method: str,
+               fraction: float, seed: int, progress: bool = True) -> dict[str, Any]:
+    """Train and evaluate one downstream run; write its ``metrics.json``; return it."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    if not 0 < fraction <= 1:
+        raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
+    spec = params.datasets[dataset]
+    cfg = params.downstream
+    setup(seed, cfg.num_threads)
+    t0 = time.time()
+    backbone = load_backbone(paths.backbone_weights(study, method), paths.backbone_config(study, method))
+    model = DownstreamModel(backbone, spec.task, len(spec.classes))
+    if protocol == "linear":
+        backbone.requires_grad_(False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    dl = paths.datalist(dataset)
+    train_entries = subsample(read_datalist(dl, "training"), fraction, seed)
+    val_entries, test_entries = read_datalist(dl, "validation"), read_datalist(dl, "test")
+    if not val_entries or not test_entries:
+        raise ValueError(f"{dl}: downstream needs non-empty validation and test splits")
+    log.info("downstream: study=%s dataset=%s protocol=%s method=%s fraction=%s seed=%d "
+             "(%d train / %d val / %d test cases)", study, dataset, protocol, method, fraction, seed,
+             len(train_entries), len(val_entries), len(test_entries))
+    train_ds = make_dataset(train_entries, spec.task, patch=cfg.patch, train=True, seed=seed)
+    val_ds = make_dataset(val_entries, spec.task, train=False)
+    test_ds = make_dataset(test_entries, spec.task, train=False)
+    loss_fn = _loss(spec.task)
+    opt = torch.optim.Adam(trainable, lr=cfg.lr)
+    child = f"{protocol}/{paths.frac_tag(fraction)}/{paths.seed_tag(seed)}"
+    run_params = {**cfg.model_dump(), "fraction": fraction, "seed": seed, "protocol": protocol,
+                  "n_train": len(train_entries), "n_trainable": sum(p.numel() for p in trainable)}
+    history: list[dict[str, float]] = []
+    with tracking.tracked_run(study, method, dataset, protocol, child, run_params) as run:
+        best_metric, best_epoch, best_state = -np.inf, 0, copy.deepcopy(model.state_dict())
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            losses = []
+            loader = train_loader(train_ds, cfg.batch_size, cfg.steps_per_epoch, seed=seed * 1000 + epoch)
+            for batch in progress_bar(loader, cfg.steps_per_epoch, f"{protocol} {method} epoch {epoch}/{cfg.epochs}",
+                                      progress):
+                loss = loss_fn(model(batch["image"]), batch["label"])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(float(loss.detach()))
+            val = _evaluate(model, val_ds, spec, cfg)
+            val_metric = val["dice"] if spec.task == "segmentation" else val["auc"]
+            if not np.isfinite(val_metric):  # AUC undefined (one class): fall back to accuracy
+                val_metric = val.get("accuracy", -np.inf)
+            history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_metric": float(val_metric)})
+            run.log_metrics({"train_loss": history[-1]["train_loss"], "val_metric": float(val_metric)}, step=epoch)
+            log.info("downstream: epoch %d/%d loss %.4f val %.4f", epoch, cfg.epochs, history[-1]["train_loss"],
+                     val_metric)
+            if val_metric > best_metric:
+                best_metric, best_epoch = val_metric, epoch
+                best_state = copy.deepcopy(model.state_dict())
+        model.load_state_dict(best_state)
+        per_case = _evaluate(model, test_ds, spec, cfg, per_case=True)
+        metrics = (summarise(per_case) if spec.task == "segmentation"
+                   else classification_metrics(*_class_outputs(model, test_ds)))
+        if spec.task == "classification":
+            per_case = _class_cases(model, test_ds)
+        result = {"study": study, "dataset": dataset, "protocol": protocol, "method": method,
+                  "fraction": fraction, "seed": seed, "task": spec.task, "metrics": metrics,
+                  "per_case": per_case, "history": history, "best_epoch": best_epoch,
+                  "seconds": round(time.time() - t0, 2)}
+        out = paths.downstream_metrics(study, dataset, protocol, method, fraction, seed)
+        write_json(out, result)
+        run.log_metrics({f"test_{k}": v for k, v in metrics.items() if np.isfinite(v)})
+        run.log_artifact(out)
+    log.info("downstream: done in %.1f s: %s", result["seconds"],
+             ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if "_" not in k))
+    return result
+
+
+def _loss(task: str):
+    if task == "segmentation":
+        from monai.losses import DiceCELoss
+
+        return DiceCELoss(to_onehot_y=True, softmax=True)
+    ce = nn.CrossEntropyLoss()
+    return lambda logits, y: ce(logits, torch.as_tensor(y).long().view(-1))
+
+
+@torch.no_grad()
+def predict_segmentation(model: DownstreamModel, image: torch.Tensor, roi: tuple[int, ...],
+                         overlap: float) -> torch.Tensor:
+    """Label map ``(D, H, W)`` of one ``(1, 1, D, H, W)`` image by sliding windows (MONAI)."""
+    from monai.inferers import sliding_window_inference
+
+    model.eval()
+    logits = sliding_window_inference(image, roi_size=roi, sw_batch_size=2, predictor=model, overlap=overlap,
+                                      mode="gaussian")
+    return logits.argmax(1)[0]
+
+
+def _evaluate(model, ds, spec, cfg, per_case: bool = False):
+    model.eval()
+    if spec.task == "classification":
+        return classification_metrics(*_class_outputs(model, ds))
+    cases = []
+    for item in eval_loader(ds):
+        pred = predict_segmentation(model, item["image"], tuple(cfg.patch), cfg.sw_overlap)
+        m = segmentation_metrics(pred, item["label"][0, 0], spec.classes, spec.recipe.spacing)
+        cases.append({"case": item["case"][0], **m})
+    return cases if per_case else summarise(cases)
+
+
+@torch.no_grad()
+def _class_outputs(model, ds) -> tuple[np.ndarray, np.ndarray]:
+    model.eval()
+    probs, labels = [], []
+    for item in eval_loader(ds):
+        probs.append(torch.softmax(model(item["image"]), 1)[0].numpy())
+        labels.append(int(item["label"][0]))
+    return np.stack(probs), np.array(labels)
+
+
+def _class_cases(model, ds) -> list[dict[str, Any]]:
+    probs, labels = _class_outputs(model, ds)
+    cases = [item["case"][0] for item in eval_loader(ds)]
+    return [{"case": c, "label": int(y), "prob": float(p[-1]), "correct": bool(p.argmax() == y)}
+            for c, y, p in zip(cases, labels, probs, strict=True)]

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medssl import config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def raw():
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_default_params_valid(raw):
+    p = config.parse(raw)
+    assert "ssl3d" in p.studies
+    assert p.method_pretrain("genesis").epochs == raw["pretrain"]["epochs"]
+
+
+def test_committed_schema_is_generated():
+    committed = json.loads((ROOT / "workflow/schemas/params.schema.json").read_text())
+    assert committed == json.loads(json.dumps(config.json_schema())), "run: medssl schema -o workflow/schemas/params.schema.json"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda r: r["studies"]["ssl3d"]["methods"].append("simclr"), "method 'simclr' is not defined"),
+        (lambda r: r["studies"]["ssl3d"]["datasets"].append("nih"), "dataset 'nih' is not defined"),
+        (lambda r: r.__setitem__("epochz", 3), "epochz: unknown key"),
+        (lambda r: r["datasets"]["phantom_organs"]["recipe"].__setitem__("spacingg", 1), "spacingg: unknown key"),
+        (lambda r: r["methods"].__setitem__("byol", {"kind": "byol"}), "unknown kind 'byol'"),
+        (lambda r: r["studies"]["ssl3d"]["protocols"].append("knn"), "protocols.2"),
+        (lambda r: r["studies"]["ssl3d"]["datasets"].append("phantom_corpus"), "has no labels"),
+        (lambda r: r["datasets"]["msd_spleen"]["source"].pop("md5"), "needs an md5 or sha256"),
+        (lambda r: r["studies"]["ssl3d"].__setitem__("backbone", "vit"), "backbone 'vit' is not defined"),
+    ],
+)
+def test_bad_params_name_the_fault(raw, mutate, message):
+    bad = copy.deepcopy(raw)
+    mutate(bad)
+    with pytest.raises(config.ConfigError, match=message) as info:
+        config.parse(bad, "my.yaml")
+    assert str(info.value).startswith("my.yaml: invalid configuration")
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(config.ConfigError, match="not found"):
+        config.load(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(config.ConfigError, match="bad.yaml: not valid YAML"):
+        config.load(bad)

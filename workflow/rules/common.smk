@@ -1,0 +1,71 @@
+# Validation of the configuration and the path helpers every rule uses.
+import hashlib
+import json
+import os
+
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from medssl import config as medssl_config
+from medssl import paths
+
+validate(config, workflow.source_path("../schemas/params.schema.json"), set_default=False)
+try:
+    P = medssl_config.parse(config, "params.yaml (with any --configfile/--config)")
+except medssl_config.ConfigError as exc:
+    raise WorkflowError(str(exc))
+
+# Every job reads the configuration this run was started with, merged from
+# params.yaml and any --configfile, through a content-addressed copy.
+_text = yaml.safe_dump(config, sort_keys=True)
+PARAMS_FILE = f".medssl/params-{hashlib.sha256(_text.encode()).hexdigest()[:12]}.yaml"
+if not os.path.exists(PARAMS_FILE):
+    os.makedirs(".medssl", exist_ok=True)
+    _tmp = f"{PARAMS_FILE}.{os.getpid()}.tmp"
+    with open(_tmp, "w") as fh:
+        fh.write(_text)
+    os.replace(_tmp, PARAMS_FILE)
+os.environ["MEDSSL_PARAMS"] = PARAMS_FILE
+
+MEDSSL = "medssl"
+
+
+wildcard_constraints:
+    dataset="[A-Za-z0-9_\-]+",
+    study="[A-Za-z0-9_\-]+",
+    method="[A-Za-z0-9_\-]+",
+    protocol="linear|finetune",
+    frac="[0-9.]+",
+    seed="[0-9]+",
+
+
+def section(obj):
+    """JSON text of a config section: the `params` of a rule, so a change reruns its jobs."""
+    return json.dumps(obj.model_dump(mode="json") if hasattr(obj, "model_dump") else obj, sort_keys=True)
+
+
+def study_datasets(study):
+    st = P.studies[study]
+    return sorted({st.pretrain_dataset, *st.datasets})
+
+
+def study_runs(study):
+    """Every metrics.json of a study's downstream grid."""
+    st = P.studies[study]
+    return [
+        str(paths.downstream_metrics(study, d, prot, m, f, s))
+        for d in st.datasets
+        for prot in st.protocols
+        for m in st.methods
+        for f in st.fractions
+        for s in st.seeds
+    ]
+
+
+def all_tables():
+    return [str(paths.table(s, ext)) for s in P.studies for ext in ("md", "tex", "csv")]
+
+
+onstart:
+    shell(f"{MEDSSL} init-tracking --no-progress")

@@ -1,0 +1,30 @@
+# fetch -> preprocess, one job per dataset.
+
+
+rule fetch:
+    output:
+        str(paths.raw_done("{dataset}")),
+    params:
+        spec=lambda w: section(P.datasets[w.dataset].source),
+    log:
+        "logs/fetch/{dataset}.log",
+    shell:
+        "{MEDSSL} fetch {wildcards.dataset} 2> {log}"
+
+
+rule preprocess:
+    input:
+        str(paths.raw_done("{dataset}")),
+    output:
+        str(paths.datalist("{dataset}")),
+    params:
+        spec=lambda w: section(P.datasets[w.dataset]),
+    log:
+        "logs/preprocess/{dataset}.log",
+    shell:
+        "{MEDSSL} preprocess {wildcards.dataset} 2> {log}"
+
+
+rule data:
+    input:
+        [str(paths.datalist(d)) for s in P.studies for d in study_datasets(s)],
