@@ -91,12 +91,11 @@ def cmd_downstream(args: argparse.Namespace) -> int:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from medssl.report.tables import write_tables
+    from medssl.report.tables import write_study_tables
 
     p = _params(args)
     _known(args.study, p.studies, "study")
-    st = p.studies[args.study]
-    written = write_tables(args.study, st.methods)
+    written = write_study_tables(p, args.study)
     for ext, path in written.items():
         print(f"{ext}: {path}")
     if args.show:

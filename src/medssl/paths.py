@@ -40,6 +40,11 @@ def raw_done(dataset: str, base: Path | None = None) -> Path:
     return raw(dataset, base) / "manifest.json"
 
 
+def downloads(base: Path | None = None) -> Path:
+    """``data/downloads``: archives kept after a ``url`` fetch (verified by checksum)."""
+    return (base or root()) / "data" / "downloads"
+
+
 def processed(dataset: str, base: Path | None = None) -> Path:
     return (base or root()) / "data" / "processed" / dataset
 

@@ -1,0 +1,80 @@
+"""Wall time and peak memory of the default benchmark (`snakemake --cores 2`).
+
+Runs in a temporary copy of the project (the working tree is not touched):
+1. the full default pipeline from nothing (fetch -> tables),
+2. a rerun with nothing changed,
+and prints wall times, the peak resident memory summed over all processes of
+the run (sampled every 0.2 s) and the peak of the largest single job.
+
+    python bench/bench_pipeline.py [--cores 2] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "pipeline"))
+from conftest import copy_project, env_for  # noqa: E402
+
+
+def run_measured(cmd: list[str], cwd: Path) -> tuple[float, float, float, int]:
+    """Run ``cmd``; return (seconds, peak total RSS GiB, peak single-process RSS GiB, exit code)."""
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env_for(cwd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    peak_total = peak_one = 0.0
+    done = threading.Event()
+    out: list[bytes] = []
+    threading.Thread(target=lambda: (out.append(proc.stdout.read()), done.set()), daemon=True).start()
+    root = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            procs = [root, *root.children(recursive=True)]
+            rss = [p.memory_info().rss for p in procs if p.is_running()]
+        except psutil.Error:
+            rss = []
+        if rss:
+            peak_total = max(peak_total, sum(rss) / 2**30)
+            peak_one = max(peak_one, max(rss) / 2**30)
+        time.sleep(0.2)
+    done.wait(10)
+    if proc.returncode != 0:
+        sys.stdout.write(b"".join(out).decode(errors="replace")[-5000:])
+    return time.time() - t0, peak_total, peak_one, proc.returncode
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--keep", type=Path, help="run in this folder and keep it")
+    args = ap.parse_args()
+    work = args.keep or Path(tempfile.mkdtemp(prefix="medssl-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    copy_project(work)
+    try:
+        t, mem, one, rc = run_measured(["snakemake", "--cores", str(args.cores)], work)
+        print(f"default pipeline, cold: {t:.1f} s wall, peak RSS {mem:.2f} GiB total, {one:.2f} GiB largest job, rc={rc}")
+        t2, _, _, rc2 = run_measured(["snakemake", "--cores", str(args.cores)], work)
+        print(f"rerun with nothing changed: {t2:.1f} s, rc={rc2}")
+        table = work / "results" / "ssl3d" / "table.md"
+        if table.is_file():
+            print(table.read_text())
+        return rc or rc2
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    sys.exit(main())

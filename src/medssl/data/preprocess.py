@@ -1,0 +1,371 @@
+"""``medssl preprocess``: raw MSD-layout data to resampled RAS volumes and a datalist.
+
+Each case is read with SimpleITK, reoriented to RAS, resampled to the recipe's
+spacing (linear for images, nearest neighbour for labels, same physical extent,
+origin kept), mapped by the intensity recipe and centre-cropped / padded to
+the recipe's ROI. The output of a dataset is built in a temporary folder beside
+``data/processed/<dataset>`` and renamed into place at the end, ``datalist.json``
+written last, so a failure leaves neither a partial output nor a damaged older
+one.
+
+Coordinates: ITK images live in LPS world coordinates; NIfTI affines in RAS.
+The affine of an ITK image is ``diag(-1, -1, 1, 1) @ [[D diag(s), o], [0, 1]]``
+with direction ``D``, spacing ``s`` and origin ``o``. Arrays returned here are
+in NIfTI voxel order ``(i, j, k)`` (ITK's ``GetArrayFromImage`` is ``(k, j, i)``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from tqdm.auto import tqdm
+
+from medssl import paths
+from medssl.config import DatasetSpec, Recipe
+from medssl.data.datalist import make_splits, write_datalist
+from medssl.data.intensity import apply_intensity, crop_or_pad
+from medssl.io import save_nifti
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+GRID_TOL = 1e-3  # relative tolerance when comparing image and label grids
+_MAX_LISTED = 20  # bad label values listed in an error
+
+
+class PreprocessError(ValueError):
+    """Bad raw input; the message names the file (or dataset) and the fault."""
+
+
+@dataclass(frozen=True)
+class RawCase:
+    """One case of a raw dataset: id, image file and label (file, class or none)."""
+
+    case: str
+    image: Path
+    label: Path | int | None = None
+
+
+# ------------------------------------------------------------------ raw layout
+def case_id(path: str | Path) -> str:
+    """Case id of an image file: its name without ``.nii.gz`` / ``.nii``."""
+    name = Path(path).name
+    for ext in (".nii.gz", ".nii"):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def read_msd_layout(raw_dir: Path, name: str, task: str, n_classes: int | None) -> list[RawCase]:
+    """Cases listed in the ``training`` list of ``raw_dir/dataset.json`` (MSD layout).
+
+    Args:
+        raw_dir: the raw dataset folder.
+        name: dataset name (for the ``medssl fetch`` hint).
+        task: ``segmentation`` (label files), ``classification`` (int labels)
+            or ``pretrain`` (labels ignored).
+        n_classes: number of classes (checks class labels).
+
+    Returns:
+        The cases sorted by id, every listed file checked to exist.
+
+    Raises:
+        PreprocessError: naming the path when ``dataset.json`` or a listed file
+            is missing (suggesting ``medssl fetch``), the file is invalid, a
+            label has the wrong kind or value, or case ids repeat.
+    """
+    hint = f"; run `medssl fetch {name}` first"
+    raw_dir = Path(raw_dir)
+    index = raw_dir / "dataset.json"
+    if not index.is_file():
+        raise PreprocessError(f"{index}: raw dataset index not found{hint}")
+    try:
+        training = json.loads(index.read_text())["training"]
+        if not isinstance(training, list) or not training:
+            raise TypeError("'training' must be a non-empty list")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise PreprocessError(f"{index}: not a valid MSD dataset.json ({type(exc).__name__}: {exc})") from exc
+    cases: dict[str, RawCase] = {}
+    for item in training:
+        if not isinstance(item, dict) or not isinstance(item.get("image"), str):
+            raise PreprocessError(f"{index}: training entry without an image path: {item!r}")
+        image = raw_dir / item["image"]
+        label = item.get("label")
+        if task == "segmentation":
+            if not isinstance(label, str):
+                raise PreprocessError(f"{index}: segmentation entry {item['image']!r} needs a label file, got {label!r}")
+            label = raw_dir / label
+        elif task == "classification":
+            if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < (n_classes or 0):
+                raise PreprocessError(f"{index}: entry {item['image']!r} has class label {label!r}; "
+                                      f"expected an int in 0..{(n_classes or 0) - 1}")
+        else:
+            label = None
+        for f in (image, label):
+            if isinstance(f, Path) and not f.is_file():
+                raise PreprocessError(f"{f}: raw file listed in {index} not found{hint}")
+        cid = case_id(image)
+        if cid in cases:
+            raise PreprocessError(f"{index}: case id {cid!r} appears more than once")
+        cases[cid] = RawCase(cid, image, label)
+    return [cases[c] for c in sorted(cases)]
+
+
+# ------------------------------------------------------------------- geometry
+def read_image(path: str | Path) -> sitk.Image:
+    """Read a scalar 3D image with SimpleITK.
+
+    Raises:
+        PreprocessError: naming ``path`` when it is missing, unreadable,
+            corrupt or truncated, not 3D, or not scalar.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PreprocessError(f"{path}: file not found")
+    _check_nifti_complete(path)
+    try:
+        img = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+        raise PreprocessError(f"{path}: unreadable, corrupt or truncated image ({first})") from exc
+    if img.GetDimension() != 3:
+        raise PreprocessError(f"{path}: expected a 3D image, got {img.GetDimension()}D of size {img.GetSize()}")
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise PreprocessError(f"{path}: expected a scalar image, got "
+                              f"{img.GetNumberOfComponentsPerPixel()} components per voxel")
+    return img
+
+
+def _check_nifti_complete(path: Path) -> None:
+    """Raise unless a NIfTI file holds all the voxel bytes its header announces.
+
+    ITK's NIfTI reader fills a truncated file (or gzip stream) silently, so the
+    data length is checked here by streaming the file once (no full copy in memory).
+    """
+    import nibabel as nib
+
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        return
+    try:
+        header = nib.load(str(path)).header
+        need = int(header.get_data_offset()) + int(
+            np.prod(header.get_data_shape(), dtype=np.int64)) * header.get_data_dtype().itemsize
+        if name.endswith(".gz"):
+            have = 0
+            with gzip.open(path, "rb") as fh:
+                while chunk := fh.read(1 << 22):
+                    have += len(chunk)
+        else:
+            have = path.stat().st_size
+    except Exception as exc:  # nibabel / gzip raise many types on corrupt files
+        raise PreprocessError(f"{path}: unreadable or corrupt NIfTI ({type(exc).__name__}: {exc})") from exc
+    if have < need:
+        raise PreprocessError(f"{path}: truncated NIfTI: {have} bytes, the header needs {need}")
+
+
+def ras_affine(img: sitk.Image) -> np.ndarray:
+    """4x4 NIfTI (RAS) voxel-to-world matrix of a 3D SimpleITK (LPS) image."""
+    direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(3, 3)
+    lps = np.eye(4)
+    lps[:3, :3] = direction * np.asarray(img.GetSpacing(), dtype=np.float64)[None, :]
+    lps[:3, 3] = img.GetOrigin()
+    return LPS_TO_RAS @ lps
+
+
+def to_ras(img: sitk.Image) -> sitk.Image:
+    """Permute / flip the voxel axes so that they point to R, A, S (no resampling).
+
+    SimpleITK's ``DICOMOrient`` names the directions the axes point *to* in
+    this version (``"RAS"`` gives direction ``diag(-1, -1, 1)`` in LPS world);
+    older ITK orientation codes used the opposite, "from" letters, so the
+    result is checked against nibabel's reading of the affine.
+    """
+    import nibabel as nib
+
+    out = sitk.DICOMOrient(img, "RAS")
+    codes = nib.aff2axcodes(ras_affine(out))
+    if codes != ("R", "A", "S"):  # pragma: no cover - guards a SimpleITK convention change
+        raise RuntimeError(f"SimpleITK DICOMOrient('RAS') gave axes {codes}, not R, A, S")
+    return out
+
+
+def resample(img: sitk.Image, spacing: tuple[float, float, float], label: bool = False) -> sitk.Image:
+    """Resample to ``spacing`` over the same physical extent, origin and direction kept.
+
+    The new size along each axis is ``round(size * old_spacing / spacing)``
+    (at least 1). Images use linear interpolation, labels nearest neighbour.
+    The output grid may reach up to half an output voxel past the last input
+    voxel centre; there an axis is clamped to its border voxel (the input is
+    edge-padded by one voxel) while the others still interpolate.
+
+    Raises:
+        ValueError: naming ``spacing`` unless it is three positive numbers.
+    """
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != 3 or not all(s > 0 for s in spacing):
+        raise ValueError(f"spacing must be three positive numbers, got {spacing}")
+    old = img.GetSpacing()
+    size = [max(1, int(math.floor(n * s / t + 0.5))) for n, s, t in zip(img.GetSize(), old, spacing)]
+    if tuple(size) == img.GetSize() and np.allclose(old, spacing, rtol=0, atol=1e-6):
+        return img
+    f = sitk.ResampleImageFilter()
+    f.SetSize(size)
+    f.SetOutputSpacing(spacing)
+    f.SetOutputOrigin(img.GetOrigin())
+    f.SetOutputDirection(img.GetDirection())
+    f.SetOutputPixelType(img.GetPixelID())
+    f.SetInterpolator(sitk.sitkNearestNeighbor if label else sitk.sitkLinear)
+    f.SetUseNearestNeighborExtrapolator(True)
+    if not label:  # replicate the border so that linear interpolation clamps per axis past the last centre
+        img = sitk.ZeroFluxNeumannPad(img, [1, 1, 1], [1, 1, 1])
+    return f.Execute(img)
+
+
+def _check_same_grid(image: sitk.Image, label: sitk.Image, image_path: Path, label_path: Path) -> None:
+    if image.GetSize() != label.GetSize():
+        raise PreprocessError(f"{label_path}: label size {label.GetSize()} differs from "
+                              f"image size {image.GetSize()} of {image_path}")
+    sp_i, sp_l = np.asarray(image.GetSpacing()), np.asarray(label.GetSpacing())
+    ok = (np.allclose(sp_i, sp_l, rtol=GRID_TOL, atol=0)
+          and np.allclose(image.GetDirection(), label.GetDirection(), rtol=0, atol=GRID_TOL)
+          and np.allclose(image.GetOrigin(), label.GetOrigin(), rtol=0, atol=GRID_TOL * sp_i.min()))
+    if not ok:
+        raise PreprocessError(
+            f"{label_path}: label grid (origin {label.GetOrigin()}, spacing {label.GetSpacing()}, "
+            f"direction {label.GetDirection()}) differs from the image grid of {image_path} "
+            f"(origin {image.GetOrigin()}, spacing {image.GetSpacing()}, direction {image.GetDirection()})")
+
+
+def _check_label_values(label: sitk.Image, n_classes: int | None, path: Path) -> None:
+    values = np.unique(sitk.GetArrayViewFromImage(label))
+    top = (n_classes if n_classes is not None else 256) - 1
+    bad = values[(values != np.round(values)) | (values < 0) | (values > top)]
+    if bad.size:
+        shown = ", ".join(f"{v:g}" for v in bad[:_MAX_LISTED].tolist())
+        more = f" (and {bad.size - _MAX_LISTED} more)" if bad.size > _MAX_LISTED else ""
+        raise PreprocessError(f"{path}: label values outside 0..{top}: {shown}{more}")
+
+
+# ----------------------------------------------------------------------- case
+def preprocess_case(image_path: str | Path, label_path: str | Path | None, recipe: Recipe,
+                    n_classes: int | None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Preprocess one case: RAS, resample, intensity recipe, centre crop / pad.
+
+    Args:
+        image_path: 3D scalar image (any format SimpleITK reads).
+        label_path: label map on the image's grid, or ``None``.
+        recipe: target spacing, intensity recipe and optional ROI.
+        n_classes: label values must lie in ``0..n_classes-1`` (``None``: 0..255).
+
+    Returns:
+        ``(image, label, affine)``: float32 image and uint8 label (or ``None``)
+        in voxel order (i, j, k), and their 4x4 RAS affine.
+
+    Raises:
+        PreprocessError: naming the file on an unreadable / non-3D image, a label
+            whose size or grid differs from the image's, or bad label values.
+        ValueError: naming ``n_classes`` when outside 1..256.
+    """
+    if n_classes is not None and not 1 <= n_classes <= 256:
+        raise ValueError(f"n_classes must be in 1..256 (uint8 labels), got {n_classes}")
+    image_path = Path(image_path)
+    image = read_image(image_path)
+    label = None
+    if label_path is not None:
+        label_path = Path(label_path)
+        label = read_image(label_path)
+        _check_same_grid(image, label, image_path, label_path)
+        _check_label_values(label, n_classes, label_path)
+        label = sitk.Cast(label, sitk.sitkUInt8)
+        label.CopyInformation(image)  # equal within GRID_TOL: use one grid exactly
+    image = resample(to_ras(sitk.Cast(image, sitk.sitkFloat32)), recipe.spacing)
+    affine = ras_affine(image)
+    img = apply_intensity(sitk.GetArrayViewFromImage(image).transpose(2, 1, 0), recipe.intensity)
+    lab = None
+    if label is not None:
+        label = resample(to_ras(label), recipe.spacing, label=True)
+        lab = np.ascontiguousarray(sitk.GetArrayFromImage(label).transpose(2, 1, 0), dtype=np.uint8)
+    if recipe.roi is not None:
+        img, start = crop_or_pad(img, recipe.roi, pad_value=float(img.min()))
+        if lab is not None:
+            lab, _ = crop_or_pad(lab, recipe.roi, pad_value=0)
+        affine = affine.copy()
+        affine[:3, 3] = affine[:3, :3] @ start + affine[:3, 3]
+    return np.ascontiguousarray(img, dtype=np.float32), lab, affine
+
+
+# -------------------------------------------------------------------- dataset
+def preprocess_dataset(name: str, spec: DatasetSpec, raw_dir: Path | None = None,
+                       out_dir: Path | None = None, progress: bool = True) -> Path:
+    """Preprocess every case of a raw dataset and write its datalist.
+
+    Writes ``images/<case>.nii.gz``, ``labels/<case>.nii.gz`` (segmentation)
+    and, last, ``datalist.json`` into a temporary folder beside ``out_dir``,
+    then swaps it into place. On any error the temporary folder is removed
+    and an existing ``out_dir`` is left as it was.
+
+    Args:
+        name: dataset name.
+        spec: its spec from ``params.yaml``.
+        raw_dir: raw MSD-layout folder (default ``paths.raw(name)``).
+        out_dir: output folder (default ``paths.processed(name)``).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        ``out_dir``.
+
+    Raises:
+        PreprocessError: naming the file at fault (missing raw files suggest
+            ``medssl fetch <name>``).
+        ValueError: when the splits cannot be made.
+    """
+    raw_dir = Path(raw_dir) if raw_dir is not None else paths.raw(name)
+    out_dir = Path(out_dir) if out_dir is not None else paths.processed(name)
+    n_classes = len(spec.classes) if spec.task != "pretrain" else None
+    cases = read_msd_layout(raw_dir, name, spec.task, n_classes)
+    splits = make_splits([c.case for c in cases], spec.splits)  # fail before any work
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:12]}.tmp"
+    tmp.mkdir()
+    try:
+        entries: dict[str, dict] = {}
+        for rc in tqdm(cases, desc=f"preprocess {name}", unit="case", disable=not progress):
+            label_file = rc.label if isinstance(rc.label, Path) else None
+            img, lab, affine = preprocess_case(rc.image, label_file, spec.recipe, n_classes)
+            entry: dict = {"image": f"images/{rc.case}.nii.gz"}
+            save_nifti(tmp / entry["image"], img, affine, np.float32)
+            if lab is not None:
+                entry["label"] = f"labels/{rc.case}.nii.gz"
+                save_nifti(tmp / entry["label"], lab, affine, np.uint8)
+            elif isinstance(rc.label, int):
+                entry["label"] = rc.label
+            entries[rc.case] = entry
+        write_datalist(tmp / "datalist.json", name, spec, entries, splits)
+        _swap_into_place(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def _swap_into_place(tmp: Path, out_dir: Path) -> None:
+    """Rename ``tmp`` onto ``out_dir``, replacing (then deleting) an older one."""
+    if not out_dir.exists():
+        os.replace(tmp, out_dir)
+        return
+    old = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:12]}.old"
+    os.replace(out_dir, old)
+    try:
+        os.replace(tmp, out_dir)
+    except BaseException:
+        os.replace(old, out_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

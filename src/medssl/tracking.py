@@ -1,0 +1,353 @@
+"""MLflow conventions of the benchmark: one experiment per study, one parent
+run per method/dataset pair, one nested run per protocol x fraction x seed.
+
+Files under ``results/`` are the source of truth; MLflow is where people
+browse them. Layout in the store::
+
+    experiment  <study>
+      parent    "<method>/<dataset>"        tags study, method, dataset, protocol,
+                                            medssl.role=parent
+        child   "linear/frac1.0/seed0"      tags study, method, dataset, protocol,
+                                            medssl.role=child, mlflow.parentRunId
+        child   "pretrain"                  (pre-training: dataset = pretrain dataset)
+
+A parent's ``protocol`` tag lists the protocols of its children, sorted and
+comma-joined (``"finetune,linear"``; ``"pretrain"`` for a pre-training parent),
+because one parent holds every protocol of its method/dataset pair.
+
+The default store is ``sqlite:///<root>/mlflow.db`` (:func:`medssl.paths.mlflow_uri`);
+``MLFLOW_TRACKING_URI`` overrides it. Several OS processes may write one sqlite
+file: call :func:`init_store` once before fanning out (it creates the schema, which
+MLflow otherwise races to create), every store call is retried on
+``database is locked`` (:func:`retry`), and the experiment/parent lookup-or-create
+runs under an ``fcntl`` lock on ``<db>.lock`` so two processes never create two
+parents of one pair. For sqlite stores, artifacts go to ``<db folder>/mlartifacts/<study>``
+(MLflow's own default is ``./mlruns`` of the current directory); a server store
+keeps its own artifact location.
+
+``MEDSSL_TRACKING=off`` (or ``0``/``false``/``no``) disables tracking: :func:`tracked_run`
+yields a no-op logger and mlflow is never imported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from medssl import paths
+
+T = TypeVar("T")
+
+TRACKING_ENV = "MEDSSL_TRACKING"
+ROLE_TAG = "medssl.role"
+PARENT_TAG = "mlflow.parentRunId"
+MAX_BATCH_PARAMS = 100  # MLflow's log_batch limits
+MAX_BATCH_METRICS = 1000
+
+
+# ------------------------------------------------------------------ helpers
+def tracking_enabled() -> bool:
+    """False when ``$MEDSSL_TRACKING`` is ``off``, ``0``, ``false`` or ``no``."""
+    return os.environ.get(TRACKING_ENV, "on").strip().lower() not in {"off", "0", "false", "no"}
+
+
+def child_name(protocol: str, fraction: float | str, seed: int | str) -> str:
+    """Name of a downstream child run: ``('linear', 1.0, 0) -> 'linear/frac1.0/seed0'``."""
+    return f"{protocol}/{paths.frac_tag(fraction)}/{paths.seed_tag(seed)}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, or None for other stores and ``:memory:``."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    if not path or path == ":memory:":
+        return None
+    return Path(path)
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive ``fcntl`` lock on ``<db>.lock`` beside a sqlite store.
+
+    A no-op for non-sqlite URIs (a server serialises its own writes).
+    """
+    db = sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    """True for sqlite busy/lock errors, however MLflow or SQLAlchemy wrap them."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, sqlite3.OperationalError) or type(cur).__name__ == "OperationalError":
+            return True
+        text = str(cur).lower()
+        if "database is locked" in text or "database table is locked" in text:
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def retry(fn: Callable[..., T], *args: Any, attempts: int = 8, **kw: Any) -> T:
+    """Call ``fn(*args, **kw)``, retrying sqlite lock errors with jittered backoff.
+
+    The waits grow 0.1, 0.2, 0.4 ... s (capped at 3 s, times a random factor in
+    [0.5, 1.5]); other exceptions propagate at once, and the last lock error
+    propagates after ``attempts`` tries.
+
+    Raises:
+        ValueError: if ``attempts`` is smaller than 1.
+    """
+    if attempts < 1:
+        raise ValueError(f"attempts must be >= 1, got {attempts}")
+    for i in range(attempts):
+        try:
+            return fn(*args, **kw)
+        except Exception as exc:
+            if i == attempts - 1 or not _is_lock_error(exc):
+                raise
+            time.sleep(min(3.0, 0.1 * 2**i) * random.uniform(0.5, 1.5))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _client(uri: str) -> Any:
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=uri)
+
+
+def init_store(uri: str | None = None) -> str:
+    """Create the store's schema once, before parallel jobs start; return the URI.
+
+    Args:
+        uri: tracking URI; defaults to :func:`medssl.paths.mlflow_uri`.
+    """
+    uri = uri or paths.mlflow_uri()
+    with store_lock(uri):
+        retry(lambda: _client(uri).search_experiments(max_results=1))
+    return uri
+
+
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Flatten nested mappings to dotted keys with string values: ``{'a': {'b': 1}} -> {'a.b': '1'}``."""
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten_params(value, name + "."))
+        else:
+            out[name] = str(value)
+    return out
+
+
+def _check_name(what: str, value: str) -> None:
+    if not isinstance(value, str) or not value or "'" in value or '"' in value:
+        raise ValueError(f"{what} must be a non-empty string without quotes, got {value!r}")
+
+
+# ------------------------------------------------------------------ logger
+class RunLogger:
+    """Thin wrapper around one MLflow run, with retries and buffered metrics.
+
+    Metrics are buffered and written with ``log_batch`` when ``flush_every``
+    values are waiting, when ``flush_seconds`` passed since the last write, and
+    when the run ends. With ``client=None`` every method is a no-op (tracking
+    off) and ``run_id`` is ``""``.
+    """
+
+    def __init__(self, client: Any, run_id: str, flush_every: int = 200,
+                 flush_seconds: float = 30.0) -> None:
+        if flush_every < 1:
+            raise ValueError(f"flush_every must be >= 1, got {flush_every}")
+        self._client = client
+        self.run_id = run_id
+        self.flush_every = flush_every
+        self.flush_seconds = flush_seconds
+        self._buffer: list[Any] = []
+        self._last_flush = time.monotonic()
+
+    @property
+    def enabled(self) -> bool:
+        return self._client is not None
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log ``params`` (nested mappings flattened to dotted keys, values as strings)."""
+        if not self.enabled or not params:
+            return
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in flatten_params(params).items()]
+        for i in range(0, len(items), MAX_BATCH_PARAMS):
+            retry(self._client.log_batch, self.run_id, params=items[i:i + MAX_BATCH_PARAMS])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Buffer ``metrics`` at ``step`` (0 when None); flush when the buffer is due.
+
+        Raises:
+            ValueError: naming the metric whose value is not a number.
+        """
+        if not self.enabled:
+            return
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        for key, value in metrics.items():
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"metric {key!r} must be a number, got {value!r}") from None
+            self._buffer.append(Metric(key, number, stamp, int(step or 0)))
+        if (len(self._buffer) >= self.flush_every
+                or time.monotonic() - self._last_flush >= self.flush_seconds):
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered metrics now."""
+        if not self.enabled:
+            return
+        while self._buffer:
+            chunk = self._buffer[:MAX_BATCH_METRICS]
+            retry(self._client.log_batch, self.run_id, metrics=chunk)
+            del self._buffer[:MAX_BATCH_METRICS]
+        self._last_flush = time.monotonic()
+
+    def log_artifact(self, path: Path | str, artifact_path: str | None = None) -> None:
+        """Copy the file ``path`` into the run's artifacts.
+
+        Raises:
+            ValueError: naming ``path`` when it is not a file.
+        """
+        if not self.enabled:
+            return
+        if not Path(path).is_file():
+            raise ValueError(f"{path}: artifact file not found")
+        retry(self._client.log_artifact, self.run_id, str(path), artifact_path)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set string tags on the run."""
+        if not self.enabled:
+            return
+        for key, value in tags.items():
+            retry(self._client.set_tag, self.run_id, key, str(value))
+
+
+# ----------------------------------------------------------- runs / layout
+def _experiment_id(client: Any, study: str, uri: str) -> str:
+    """Id of the experiment named ``study``, created if missing (call under the store lock)."""
+    from mlflow.exceptions import MlflowException
+
+    exp = retry(client.get_experiment_by_name, study)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":  # deleted in the UI: its name is still taken
+            retry(client.restore_experiment, exp.experiment_id)
+        return exp.experiment_id
+    db = sqlite_path(uri)
+    location = (db.resolve().parent / "mlartifacts" / study).as_uri() if db else None
+    try:
+        return retry(client.create_experiment, study, artifact_location=location)
+    except MlflowException:  # created meanwhile by a process outside the lock (server store)
+        exp = retry(client.get_experiment_by_name, study)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def _parent_run_id(client: Any, experiment_id: str, study: str, method: str,
+                   dataset: str, protocol: str) -> str:
+    """Find or create the parent run of ``method``/``dataset`` (call under the store lock)."""
+    filt = (f"tags.study = '{study}' and tags.method = '{method}' "
+            f"and tags.dataset = '{dataset}' and tags.`{ROLE_TAG}` = 'parent'")
+    found = retry(client.search_runs, [experiment_id], filter_string=filt, max_results=1,
+                  order_by=["attributes.start_time ASC"])
+    if found:
+        run = found[0]
+        protocols = set(filter(None, run.data.tags.get("protocol", "").split(",")))
+        if protocol not in protocols:
+            retry(client.set_tag, run.info.run_id, "protocol", ",".join(sorted(protocols | {protocol})))
+        return run.info.run_id
+    run = retry(client.create_run, experiment_id, run_name=f"{method}/{dataset}",
+                tags={"study": study, "method": method, "dataset": dataset,
+                      "protocol": protocol, ROLE_TAG: "parent"})
+    # The parent only groups children; leaving it RUNNING would read as "in progress".
+    retry(client.set_terminated, run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+@contextlib.contextmanager
+def tracked_run(study: str, method: str, dataset: str, protocol: str, child: str,
+                params: Mapping[str, Any], tags: Mapping[str, Any] | None = None,
+                uri: str | None = None) -> Iterator[RunLogger]:
+    """Open the nested run ``child`` under the parent of ``method``/``dataset``.
+
+    Sets the experiment ``study`` (created if needed), finds or creates the
+    parent run ``"<method>/<dataset>"`` race-free, creates the child run with
+    ``params`` logged, and yields its :class:`RunLogger`. On normal exit the
+    buffered metrics are flushed and the child ends FINISHED; on an exception
+    it ends FAILED (KILLED for KeyboardInterrupt) and the exception propagates.
+
+    Args:
+        study: experiment name.
+        method: method name (parent identity, tag).
+        dataset: dataset name (parent identity, tag); the pretrain dataset for pre-training.
+        protocol: ``linear``, ``finetune``, ``pretrain`` ... (child tag; added to the parent's).
+        child: run name of the child, e.g. :func:`child_name` or ``"pretrain"``.
+        params: run parameters; nested mappings are flattened to dotted keys.
+        tags: extra tags of the child (e.g. fraction, seed).
+        uri: tracking URI; defaults to :func:`medssl.paths.mlflow_uri`.
+
+    Raises:
+        ValueError: naming the offending value when a name is empty or has quotes.
+    """
+    for what, value in (("study", study), ("method", method), ("dataset", dataset),
+                        ("protocol", protocol), ("child", child)):
+        _check_name(what, value)
+    if not tracking_enabled():
+        yield RunLogger(None, "")
+        return
+    uri = uri or paths.mlflow_uri()
+    client = _client(uri)
+    with store_lock(uri):
+        experiment_id = _experiment_id(client, study, uri)
+        parent_id = _parent_run_id(client, experiment_id, study, method, dataset, protocol)
+    child_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+    child_tags.update({"study": study, "method": method, "dataset": dataset,
+                       "protocol": protocol, ROLE_TAG: "child", PARENT_TAG: parent_id})
+    run = retry(client.create_run, experiment_id, run_name=child, tags=child_tags)
+    logger = RunLogger(client, run.info.run_id)
+    status = "FINISHED"
+    try:
+        logger.log_params(params)
+        yield logger
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    except BaseException:
+        status = "FAILED"
+        raise
+    finally:
+        try:
+            logger.flush()
+        except BaseException:
+            status = "FAILED"
+            raise
+        finally:
+            retry(client.set_terminated, run.info.run_id, status)

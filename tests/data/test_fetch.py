@@ -1,0 +1,282 @@
+"""``medssl fetch``: url (HTTP and file://), manual and synthetic sources, and the manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medssl.config import DatasetSpec
+from medssl.data.fetch import FetchError, fetch, is_fetched, write_manifest
+
+PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _spleen_spec(url: str, md5: str, **source) -> DatasetSpec:
+    """params.yaml's msd_spleen entry with the URL and md5 replaced."""
+    entry = yaml.safe_load(PARAMS.read_text())["datasets"]["msd_spleen"]
+    entry["source"].update(url=url, md5=md5, **source)
+    return DatasetSpec.model_validate(entry)
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _siblings(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+# ---------------------------------------------------------------------- url
+def test_url_over_http_end_to_end(http_server, msd_tree, msd_archive, tmp_path):
+    (http_server.folder / msd_archive.name).write_bytes(msd_archive.read_bytes())
+    spec = _spleen_spec(http_server.url(msd_archive.name), _md5(msd_archive))
+    raw, cache = tmp_path / "data" / "raw" / "msd_spleen", tmp_path / "dl"
+
+    assert fetch("msd_spleen", spec, raw, progress=False, cache_dir=cache) == raw
+    assert len(http_server.requests) == 1
+    expected = _tree(msd_tree / "Task09_Spleen")
+    got = _tree(raw)
+    manifest_bytes = got.pop("manifest.json")
+    assert got == expected  # the subdir became raw_dir, byte for byte
+    assert (raw / "imagesTs").is_dir()
+    manifest = json.loads(manifest_bytes)
+    assert [e["path"] for e in manifest["files"]] == sorted(expected)
+    for entry in manifest["files"]:
+        assert entry["size"] == len(expected[entry["path"]])
+        assert entry["md5"] == hashlib.md5(expected[entry["path"]]).hexdigest()
+    assert is_fetched(raw)
+    assert _siblings(raw.parent) == ["msd_spleen"]  # no temporary folder left
+    assert _siblings(cache) == [msd_archive.name]
+    assert _md5(cache / msd_archive.name) == _md5(msd_archive)
+
+    # idempotent: manifest in place -> no request, nothing touched
+    (raw / "stray.txt").write_text("user edit")
+    fetch("msd_spleen", spec, raw, progress=False, cache_dir=cache)
+    assert len(http_server.requests) == 1
+    assert (raw / "stray.txt").exists()
+
+    # force: rebuilt from the verified cached archive (no request), same manifest bytes
+    (raw / "imagesTr" / "spleen_1.nii.gz").write_bytes(b"damaged")
+    fetch("msd_spleen", spec, raw, force=True, progress=False, cache_dir=cache)
+    assert len(http_server.requests) == 1
+    assert not (raw / "stray.txt").exists()
+    assert (raw / "manifest.json").read_bytes() == manifest_bytes
+    assert _tree(raw) == {**expected, "manifest.json": manifest_bytes}
+
+    # force without the cache (or with a damaged cache): downloads again
+    (cache / msd_archive.name).write_bytes(b"truncated")
+    fetch("msd_spleen", spec, raw, force=True, progress=False, cache_dir=cache)
+    assert len(http_server.requests) == 2
+    assert (raw / "manifest.json").read_bytes() == manifest_bytes
+    assert _siblings(raw.parent) == ["msd_spleen"] and _siblings(cache) == [msd_archive.name]
+
+
+def test_url_file_scheme_and_default_paths(msd_archive, monkeypatch, tmp_path):
+    monkeypatch.setenv("MEDSSL_ROOT", str(tmp_path))
+    spec = _spleen_spec(msd_archive.as_uri(), _md5(msd_archive))
+    raw = fetch("msd_spleen", spec, progress=False)
+    assert raw == tmp_path / "data" / "raw" / "msd_spleen"
+    assert (raw / "dataset.json").is_file() and (raw / "imagesTr" / "spleen_1.nii.gz").is_file()
+    assert is_fetched(raw)
+    assert (tmp_path / "data" / "downloads" / msd_archive.name).is_file()
+
+
+def test_sha256_and_zip(msd_tree, pack_archive, tmp_path):
+    archive = pack_archive(msd_tree, tmp_path / "src" / "Task09_Spleen.zip")
+    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+    spec = _spleen_spec(archive.as_uri(), None, sha256=sha)
+    raw = fetch("msd_spleen", spec, tmp_path / "raw", progress=False, cache_dir=tmp_path / "dl")
+    assert _tree(raw).keys() - {"manifest.json"} == _tree(msd_tree / "Task09_Spleen").keys()
+
+
+def test_checksum_mismatch_leaves_nothing(http_server, msd_archive, tmp_path):
+    (http_server.folder / msd_archive.name).write_bytes(msd_archive.read_bytes())
+    url = http_server.url(msd_archive.name)
+    spec = _spleen_spec(url, "0" * 32)
+    raw, cache = tmp_path / "raw" / "msd_spleen", tmp_path / "dl"
+    with pytest.raises(FetchError) as err:
+        fetch("msd_spleen", spec, raw, progress=False, cache_dir=cache)
+    msg = str(err.value)
+    assert "msd_spleen" in msg and url in msg and "0" * 32 in msg and _md5(msd_archive) in msg
+    assert not raw.exists() and _siblings(raw.parent) == []
+    assert _siblings(cache) == []  # the download and its temporary name are gone
+
+
+def test_http_error_names_url(http_server, tmp_path):
+    spec = _spleen_spec(http_server.url("Missing.tar"), "0" * 32)
+    with pytest.raises(FetchError, match=r"msd_spleen.*Missing\.tar.*404"):
+        fetch("msd_spleen", spec, tmp_path / "raw", progress=False, cache_dir=tmp_path / "dl")
+    assert _siblings(tmp_path / "dl") == [] and not (tmp_path / "raw").exists()
+
+
+def test_wrong_subdir_or_layout_is_explained(tmp_path, msd_archive, pack_archive):
+    raw, cache = tmp_path / "raw" / "ds", tmp_path / "dl"
+    spec = _spleen_spec(msd_archive.as_uri(), _md5(msd_archive), subdir="Task04_Hippocampus")
+    with pytest.raises(FetchError, match=r"no folder 'Task04_Hippocampus'.*Task09_Spleen/"):
+        fetch("ds", spec, raw, progress=False, cache_dir=cache)
+    assert _siblings(raw.parent) == []
+
+    flat = tmp_path / "flat"
+    (flat / "Task09_Spleen" / "labelsTr").mkdir(parents=True)
+    (flat / "Task09_Spleen" / "labelsTr" / "a.nii.gz").write_bytes(b"x")
+    archive = pack_archive(flat, tmp_path / "src" / "Task09_Spleen.tgz")
+    spec = _spleen_spec(archive.as_uri(), _md5(archive))
+    with pytest.raises(FetchError) as err:
+        fetch("ds", spec, raw, progress=False, cache_dir=cache)
+    msg = str(err.value)
+    assert "not in the MSD layout" in msg and "dataset.json, imagesTr/" in msg and "labelsTr/" in msg
+    assert _siblings(raw.parent) == []
+
+
+def test_unsafe_archive_is_refused(tmp_path, tar_member):
+    import tarfile
+
+    archive = tmp_path / "src" / "Task09_Spleen.tar"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w") as tar:
+        tar_member(tar, "Task09_Spleen/dataset.json", b"{}")
+        tar_member(tar, "Task09_Spleen/../../escape.txt")
+    spec = _spleen_spec(archive.as_uri(), _md5(archive))
+    raw = tmp_path / "raw" / "ds"
+    with pytest.raises(FetchError, match=r"'ds'.*Task09_Spleen/\.\./\.\./escape\.txt"):
+        fetch("ds", spec, raw, progress=False, cache_dir=tmp_path / "dl")
+    assert _siblings(raw.parent) == [] and not (tmp_path / "escape.txt").exists()
+
+
+# ------------------------------------------------------------------- manual
+def _manual_spec() -> DatasetSpec:
+    return DatasetSpec.model_validate({
+        "task": "segmentation", "classes": ["background", "heart"],
+        "source": {"kind": "manual", "homepage": "https://example.org/register",
+                   "instructions": "Accept the licence, then unpack the training set.",
+                   "expected": ["dataset.json", "imagesTr/*.nii.gz", "labelsTr/*.nii.gz"]},
+        "recipe": {"spacing": [1.0, 1.0, 1.0]},
+    })
+
+
+def test_manual_missing_files_say_where_to_put_them(tmp_path):
+    raw = tmp_path / "raw" / "mmwhs"
+    (raw / "imagesTr").mkdir(parents=True)
+    (raw / "imagesTr" / "ct_1.nii.gz").write_bytes(b"x")
+    with pytest.raises(FetchError) as err:
+        fetch("mmwhs", _manual_spec(), raw, progress=False)
+    msg = str(err.value)
+    assert "- dataset.json" in msg and "- labelsTr/*.nii.gz" in msg and "imagesTr/*.nii.gz" not in msg
+    assert "https://example.org/register" in msg and "Accept the licence" in msg
+    assert str(raw.resolve()) in msg and "medssl fetch mmwhs" in msg
+    assert not is_fetched(raw)
+
+    with pytest.raises(FetchError, match="does not exist yet"):
+        fetch("other", _manual_spec(), tmp_path / "raw" / "other", progress=False)
+
+
+def test_manual_present_files_get_a_manifest(tmp_path):
+    raw = tmp_path / "raw" / "mmwhs"
+    for rel in ("dataset.json", "imagesTr/ct_1.nii.gz", "labelsTr/ct_1.nii.gz"):
+        (raw / rel).parent.mkdir(parents=True, exist_ok=True)
+        (raw / rel).write_text(rel)
+    assert fetch("mmwhs", _manual_spec(), raw, progress=False) == raw
+    manifest = json.loads((raw / "manifest.json").read_text())
+    assert [e["path"] for e in manifest["files"]] == ["dataset.json", "imagesTr/ct_1.nii.gz", "labelsTr/ct_1.nii.gz"]
+    assert manifest["files"][0]["md5"] == hashlib.md5(b"dataset.json").hexdigest()
+
+
+# ---------------------------------------------------------------- synthetic
+def _synthetic_spec() -> DatasetSpec:
+    return DatasetSpec.model_validate({
+        "task": "pretrain",
+        "source": {"kind": "synthetic", "n_cases": 2, "seed": 3, "shape": [8, 8, 4]},
+        "recipe": {"spacing": [4.0, 4.0, 8.0]},
+    })
+
+
+@pytest.fixture
+def fake_writer(monkeypatch):
+    """Replace medssl.data.synthetic with a tiny writer that records its calls."""
+    calls: list[dict] = []
+    state = {"fail": False, "raw": None}
+
+    def write_dataset(out_dir, source, progress=True, name="phantom"):
+        raw_state = sorted(_tree(state["raw"])) if state["raw"] and state["raw"].exists() else None
+        calls.append({"out_dir": Path(out_dir), "n_cases": source.n_cases, "name": name,
+                      "progress": progress, "raw_during_write": raw_state})
+        (out_dir / "imagesTr").mkdir(parents=True)
+        for i in range(source.n_cases):
+            (out_dir / "imagesTr" / f"{name}_{i}.nii.gz").write_bytes(bytes([i]) * 10)
+        if state["fail"]:
+            raise RuntimeError("generator exploded")
+        (out_dir / "dataset.json").write_text(json.dumps({"name": name, "training": []}))
+        return sorted((out_dir / "imagesTr").iterdir())
+
+    module = types.ModuleType("medssl.data.synthetic")
+    module.write_dataset = write_dataset
+    monkeypatch.setitem(sys.modules, "medssl.data.synthetic", module)
+    return calls, state
+
+
+def test_synthetic_appears_atomically(fake_writer, tmp_path):
+    calls, state = fake_writer
+    raw = tmp_path / "raw" / "phantom_corpus"
+    state["raw"] = raw
+    raw.mkdir(parents=True)  # an incomplete earlier attempt: replaced
+    (raw / "partial.nii.gz").write_bytes(b"half")
+    assert fetch("phantom_corpus", _synthetic_spec(), raw, progress=False) == raw
+    assert len(calls) == 1 and calls[0]["name"] == "phantom_corpus" and calls[0]["n_cases"] == 2
+    assert calls[0]["progress"] is False
+    assert calls[0]["raw_during_write"] == ["partial.nii.gz"]  # new data not visible while written
+    assert calls[0]["out_dir"].parent.parent == raw.parent  # built beside raw_dir
+    assert sorted(_tree(raw)) == ["dataset.json", "imagesTr/phantom_corpus_0.nii.gz",
+                                  "imagesTr/phantom_corpus_1.nii.gz", "manifest.json"]
+    assert _siblings(raw.parent) == ["phantom_corpus"]
+
+    fetch("phantom_corpus", _synthetic_spec(), raw, progress=False)
+    assert len(calls) == 1  # idempotent
+    fetch("phantom_corpus", _synthetic_spec(), raw, force=True, progress=False)
+    assert len(calls) == 2 and _siblings(raw.parent) == ["phantom_corpus"]
+    assert "manifest.json" in calls[1]["raw_during_write"]  # the old data stays until the new is complete
+    assert is_fetched(raw)
+
+
+def test_synthetic_failure_leaves_nothing(fake_writer, tmp_path):
+    _, state = fake_writer
+    state["fail"] = True
+    raw = tmp_path / "raw" / "phantom_corpus"
+    with pytest.raises(FetchError, match=r"'phantom_corpus'.*generator exploded"):
+        fetch("phantom_corpus", _synthetic_spec(), raw, progress=False)
+    assert not raw.exists() and _siblings(raw.parent) == []
+
+
+# ----------------------------------------------------------------- manifest
+def test_manifest_is_deterministic(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    files = {"z.txt": b"zz", "sub/b.bin": b"\x00\x01", "sub/a.txt": b"", "A.txt": b"upper"}
+    for root, order in ((a, sorted(files)), (b, sorted(files, reverse=True))):
+        for rel in order:  # different creation order, same content
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(files[rel])
+    first = write_manifest(a).read_bytes()
+    assert write_manifest(a).read_bytes() == first  # rerun: the old manifest is not listed
+    assert write_manifest(b).read_bytes() == first
+    manifest = json.loads(first)
+    assert [e["path"] for e in manifest["files"]] == ["A.txt", "sub/a.txt", "sub/b.bin", "z.txt"]
+    assert manifest["total_bytes"] == 9 and manifest["n_files"] == 4
+    assert manifest["files"][2] == {"path": "sub/b.bin", "size": 2, "md5": hashlib.md5(b"\x00\x01").hexdigest()}
+    (b / "z.txt").write_bytes(b"zZ")
+    assert write_manifest(b).read_bytes() != first
+
+
+def test_argument_errors(tmp_path):
+    with pytest.raises(ValueError, match="not an existing folder"):
+        write_manifest(tmp_path / "nope")
+    with pytest.raises(ValueError, match="name"):
+        fetch("", _synthetic_spec(), tmp_path / "raw")
