@@ -112,8 +112,8 @@ def cmd_init_tracking(args: argparse.Namespace) -> int:
 
 
 def _datasets(p, names: Sequence[str]) -> list[str]:
-    if not names:
-        raise SystemExit("error: name at least one dataset (or 'all')")
+    if not names:  # the datasets the studies use (what data.dvc tracks)
+        return sorted({d for st in p.studies.values() for d in (st.pretrain_dataset, *st.datasets)})
     if list(names) == ["all"]:
         return sorted(p.datasets)
     for n in names:
@@ -145,10 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("schema", cmd_schema, "print (or write) the JSON schema of params.yaml")
     sp.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     sp = add("fetch", cmd_fetch, "download / generate / check raw data into data/raw/<dataset>")
-    sp.add_argument("datasets", nargs="*", help="dataset names from params.yaml, or 'all'")
+    sp.add_argument("datasets", nargs="*",
+                    help="dataset names from params.yaml, 'all', or none for the datasets of the studies")
     sp.add_argument("--force", action="store_true", help="fetch again even when present")
     sp = add("preprocess", cmd_preprocess, "reorient, resample, normalise, crop into data/processed/<dataset>")
-    sp.add_argument("datasets", nargs="*", help="dataset names from params.yaml, or 'all'")
+    sp.add_argument("datasets", nargs="*",
+                    help="dataset names from params.yaml, 'all', or none for the datasets of the studies")
     sp = add("pretrain", cmd_pretrain, "pre-train one method of a study; writes checkpoints/<study>/<method>/")
     sp.add_argument("study")
     sp.add_argument("method")
