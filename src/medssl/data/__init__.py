@@ -1,0 +1,1 @@
+"""Datasets: sources, fetching, synthetic phantoms, preprocessing, datalists and loaders."""
