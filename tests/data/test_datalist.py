@@ -166,3 +166,19 @@ def test_subsample_errors(fraction):
         subsample(entries(4), fraction, 0)
     with pytest.raises(ValueError, match="empty"):
         subsample([], 0.5, 0)
+
+
+def test_stratified_splits_keep_class_shares():
+    from medssl.config import Splits
+    from medssl.data.datalist import make_splits
+
+    cases = [f"c{i:02d}" for i in range(12)]
+    strata = {c: int(i < 9) for i, c in enumerate(cases)}  # 9 positives, 3 negatives
+    s = make_splits(cases, Splits(validation=3, test=3, seed=0), strata)
+    for section in ("training", "validation", "test"):
+        labels = {strata[c] for c in s[section]}
+        assert labels == {0, 1}, (section, s[section])
+    assert sorted(sum(s.values(), [])) == cases
+    assert make_splits(list(reversed(cases)), Splits(validation=3, test=3, seed=0), strata) == s
+    with pytest.raises(ValueError, match="no class given"):
+        make_splits(cases, Splits(validation=3, test=3, seed=0), {"c00": 1})

@@ -54,12 +54,35 @@ def _count(value: float | int, n: int, what: str) -> int:
     return _round_half_up(value * n)
 
 
-def make_splits(cases: list[str], splits: Splits) -> dict[str, list[str]]:
+def _stratified_order(ids: list[str], strata: dict[str, Any], seed: int) -> list[str]:
+    """Hash order within each class, classes interleaved in proportion to their sizes.
+
+    The i-th of the n_c cases of class c sits at position (i + 0.5) / n_c, so any
+    prefix of the order holds each class in (nearly) its overall share.
+    """
+    missing = [c for c in ids if c not in strata]
+    if missing:
+        raise ValueError(f"no class given for cases {missing}")
+    groups: dict[str, list[str]] = defaultdict(list)
+    for c in ids:
+        groups[str(strata[c])].append(c)
+    keyed = []
+    for cls, members in groups.items():
+        ordered = _hash_order(members, seed)
+        keyed += [((i + 0.5) / len(ordered), cls, c) for i, c in enumerate(ordered)]
+    return [c for _, _, c in sorted(keyed)]
+
+
+def make_splits(cases: list[str], splits: Splits,
+                strata: dict[str, Any] | None = None) -> dict[str, list[str]]:
     """Split case ids into fixed, seeded training / validation / test sets.
 
     Args:
         cases: case ids (any order; they are sorted first).
         splits: shares (float) or counts (int) of validation and test, and the seed.
+        strata: optional class of each case (classification): the splits then
+            keep the class proportions as closely as their sizes allow, so a
+            small validation or test set is not all one class.
 
     Returns:
         ``{"training": [...], "validation": [...], "test": [...]}``, each sorted;
@@ -83,7 +106,7 @@ def make_splits(cases: list[str], splits: Splits) -> dict[str, list[str]]:
             f"splits ask for {n_val} validation + {n_test} test cases out of {n}; "
             "at least 1 training case is needed"
         )
-    order = _hash_order(ids, splits.seed)
+    order = _hash_order(ids, splits.seed) if strata is None else _stratified_order(ids, strata, splits.seed)
     test, val, train = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
     return {"training": sorted(train), "validation": sorted(val), "test": sorted(test)}
 

@@ -331,7 +331,8 @@ def preprocess_dataset(name: str, spec: DatasetSpec, raw_dir: Path | None = None
     out_dir = Path(out_dir) if out_dir is not None else paths.processed(name)
     n_classes = len(spec.classes) if spec.task != "pretrain" else None
     cases = read_msd_layout(raw_dir, name, spec.task, n_classes)
-    splits = make_splits([c.case for c in cases], spec.splits)  # fail before any work
+    strata = {c.case: c.label for c in cases} if spec.task == "classification" else None
+    splits = make_splits([c.case for c in cases], spec.splits, strata)  # fail before any work
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:12]}.tmp"
     tmp.mkdir()
