@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--params", default=os.environ.get("MEDSSL_PARAMS", "params.yaml"),
                         help="configuration file (default: params.yaml or $MEDSSL_PARAMS)")
-    common.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    common.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="hide progress bars (they show only on a terminal anyway)")
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = ap.add_subparsers(dest="command", required=True, metavar="<stage>")
 
@@ -170,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Progress bars on a terminal; in a job's log file, the per-epoch log lines instead.
+    args.progress = args.progress and sys.stderr.isatty()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("mlflow", "alembic", "urllib3", "git"):

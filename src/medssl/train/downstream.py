@@ -140,7 +140,7 @@ def predict_segmentation(model: DownstreamModel, image: torch.Tensor, roi: tuple
     from monai.inferers import sliding_window_inference
 
     model.eval()
-    logits = sliding_window_inference(image, roi_size=roi, sw_batch_size=2, predictor=model, overlap=overlap,
+    logits = sliding_window_inference(image, roi_size=roi, sw_batch_size=4, predictor=model, overlap=overlap,
                                       mode="gaussian")
     return logits.argmax(1)[0]
 

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from medssl import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ["check", "schema", "fetch", "preprocess", "pretrain", "downstream", "table", "init-tracking"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_stage_has_help(stage, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main([stage, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert f"medssl {stage}" in out and "--params" in out
+
+
+def test_check_and_schema(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert cli.main(["check"]) == 0
+    assert "valid" in capsys.readouterr().out
+    out = tmp_path / "schema.json"
+    assert cli.main(["schema", "-o", str(out)]) == 0
+    assert json.loads(out.read_text())["title"] == "medssl params.yaml"
+
+
+def test_bad_params_exit_2_with_message(tmp_path, capsys):
+    bad = tmp_path / "p.yaml"
+    bad.write_text((ROOT / "params.yaml").read_text().replace("methods: [scratch, genesis]", "methods: [mae]"))
+    assert cli.main(["check", "--params", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "p.yaml: invalid configuration" in err and "'mae' is not defined" in err
+
+
+def test_unknown_dataset_is_named(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit, match="unknown dataset 'nih'"):
+        cli.main(["fetch", "nih"])
+
+
+def test_console_script_installed():
+    res = subprocess.run([str(Path(sys.executable).parent / "medssl"), "--version"], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.startswith("medssl ")
