@@ -2,7 +2,12 @@ from __future__ import annotations
 
 import os
 
+from pathlib import Path
+
 import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # Tests never write to a developer's mlflow.db, and stay on one thread.
 os.environ.setdefault("MEDSSL_TRACKING", "off")
@@ -15,3 +20,27 @@ def _one_thread():
 
     torch.set_num_threads(1)
     yield
+
+
+def _tiny_params() -> dict:
+    """params.yaml shrunk to seconds: tiny phantoms, a 3-level width-4 U-Net, 2 epochs."""
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for name in ("phantom_corpus", "phantom_organs", "phantom_lesion"):
+        ds = p["datasets"][name]
+        ds["source"].update(shape=[24, 24, 12], spacing=[12.0, 12.0, 24.0])
+        ds["recipe"].update(spacing=[12.0, 12.0, 12.0], roi=[24, 24, 24])
+    p["datasets"]["phantom_corpus"]["source"]["n_cases"] = 4
+    p["datasets"]["phantom_organs"]["source"]["n_cases"] = 6
+    p["datasets"]["phantom_lesion"]["source"]["n_cases"] = 8
+    p["datasets"]["phantom_organs"]["splits"] = {"validation": 1, "test": 2, "seed": 0}
+    p["datasets"]["phantom_lesion"]["splits"] = {"validation": 2, "test": 2, "seed": 0}
+    p["backbones"]["unet3d_tiny"]["args"] = {"in_channels": 1, "features": [4, 8, 16], "groups": 2}
+    for stage in ("pretrain", "downstream"):
+        p[stage].update(epochs=2, steps_per_epoch=2, patch=[16, 16, 16])
+    return p
+
+
+@pytest.fixture(scope="session")
+def tiny_params():
+    """Factory of a fresh tiny params mapping (mutable copy per call)."""
+    return _tiny_params

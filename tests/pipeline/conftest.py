@@ -15,24 +15,6 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-def tiny_params() -> dict:
-    """params.yaml shrunk to seconds: tiny phantoms, a 3-level width-4 U-Net, 2 epochs."""
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for name in ("phantom_corpus", "phantom_organs", "phantom_lesion"):
-        ds = p["datasets"][name]
-        ds["source"].update(shape=[24, 24, 12], spacing=[12.0, 12.0, 24.0])
-        ds["recipe"].update(spacing=[12.0, 12.0, 12.0], roi=[24, 24, 24])
-    p["datasets"]["phantom_corpus"]["source"]["n_cases"] = 4
-    p["datasets"]["phantom_organs"]["source"]["n_cases"] = 6
-    p["datasets"]["phantom_lesion"]["source"]["n_cases"] = 8
-    p["datasets"]["phantom_organs"]["splits"] = {"validation": 1, "test": 2, "seed": 0}
-    p["datasets"]["phantom_lesion"]["splits"] = {"validation": 2, "test": 2, "seed": 0}
-    p["backbones"]["unet3d_tiny"]["args"] = {"in_channels": 1, "features": [4, 8, 16], "groups": 2}
-    for stage in ("pretrain", "downstream"):
-        p[stage].update(epochs=2, steps_per_epoch=2, patch=[16, 16, 16])
-    return p
-
-
 def copy_project(dest: Path) -> Path:
     """Copy the files git knows (tracked or not ignored) into ``dest``."""
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
@@ -63,7 +45,7 @@ def run(cmd: list[str], project: Path, timeout: int = 900, check: bool = True) -
 
 
 @pytest.fixture(scope="session")
-def tiny_project(tmp_path_factory) -> Path:
+def tiny_project(tmp_path_factory, tiny_params) -> Path:
     project = copy_project(tmp_path_factory.mktemp("project"))
     (project / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
     return project

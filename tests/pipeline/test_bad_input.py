@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from .conftest import copy_project, run, tiny_params
+from .conftest import copy_project, run
 
 
 def _project(tmp_path, params):
@@ -13,7 +13,7 @@ def _project(tmp_path, params):
     return project
 
 
-def test_unknown_method_or_dataset_stops_before_any_job(tmp_path):
+def test_unknown_method_or_dataset_stops_before_any_job(tmp_path, tiny_params):
     p = tiny_params()
     p["studies"]["ssl3d"]["methods"].append("simclr")
     project = _project(tmp_path, p)
@@ -32,7 +32,7 @@ def test_unknown_method_or_dataset_stops_before_any_job(tmp_path):
     assert res.returncode != 0 and "epoch" in res.stdout + res.stderr
 
 
-def test_corrupt_nifti_fails_its_job_only(tmp_path):
+def test_corrupt_nifti_fails_its_job_only(tmp_path, tiny_params):
     project = _project(tmp_path, tiny_params())
     run(["medssl", "fetch", "--no-progress"], project)
     victim = project / "data/raw/phantom_organs/imagesTr/phantom_002.nii.gz"
@@ -49,7 +49,7 @@ def test_corrupt_nifti_fails_its_job_only(tmp_path):
     assert leftovers == []
 
 
-def test_missing_raw_files_name_the_file(tmp_path):
+def test_missing_raw_files_name_the_file(tmp_path, tiny_params):
     project = _project(tmp_path, tiny_params())
     run(["medssl", "fetch", "phantom_organs", "--no-progress"], project)
     (project / "data/raw/phantom_organs/labelsTr/phantom_001.nii.gz").unlink()

@@ -1,5 +1,4 @@
 # Validation of the configuration and the path helpers every rule uses.
-import hashlib
 import json
 import os
 
@@ -16,19 +15,17 @@ try:
 except medssl_config.ConfigError as exc:
     raise WorkflowError(str(exc))
 
-# Every job reads the configuration this run was started with, merged from
-# params.yaml and any --configfile, through a content-addressed copy.
+# Every job reads the configuration this run was started with (params.yaml
+# merged with any --configfile / --config) from .medssl/params.yaml, written
+# atomically and only when it changed. Rules pass it as `--params`.
 _text = yaml.safe_dump(config, sort_keys=True)
-PARAMS_FILE = f".medssl/params-{hashlib.sha256(_text.encode()).hexdigest()[:12]}.yaml"
-if not os.path.exists(PARAMS_FILE):
+_effective = ".medssl/params.yaml"
+if not os.path.exists(_effective) or open(_effective).read() != _text:
     os.makedirs(".medssl", exist_ok=True)
-    _tmp = f"{PARAMS_FILE}.{os.getpid()}.tmp"
+    _tmp = f"{_effective}.{os.getpid()}.tmp"
     with open(_tmp, "w") as fh:
         fh.write(_text)
-    os.replace(_tmp, PARAMS_FILE)
-os.environ["MEDSSL_PARAMS"] = PARAMS_FILE
-
-MEDSSL = "medssl"
+    os.replace(_tmp, _effective)
 
 
 wildcard_constraints:
@@ -68,4 +65,4 @@ def all_tables():
 
 
 onstart:
-    shell(f"{MEDSSL} init-tracking --no-progress")
+    shell("medssl init-tracking --params .medssl/params.yaml")

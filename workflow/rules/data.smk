@@ -6,10 +6,12 @@ rule fetch:
         str(paths.raw_done("{dataset}")),
     params:
         spec=lambda w: section(P.datasets[w.dataset].source),
+    conda:
+        "../envs/medssl.yaml"
     log:
         "logs/fetch/{dataset}.log",
     shell:
-        "{MEDSSL} fetch {wildcards.dataset} 2> {log}"
+        "medssl fetch --params .medssl/params.yaml {wildcards.dataset} 2> {log}"
 
 
 rule preprocess:
@@ -19,10 +21,12 @@ rule preprocess:
         str(paths.datalist("{dataset}")),
     params:
         spec=lambda w: section(P.datasets[w.dataset]),
+    conda:
+        "../envs/medssl.yaml"
     log:
         "logs/preprocess/{dataset}.log",
     shell:
-        "{MEDSSL} preprocess {wildcards.dataset} 2> {log}"
+        "medssl preprocess --params .medssl/params.yaml {wildcards.dataset} 2> {log}"
 
 
 rule data:

@@ -12,10 +12,12 @@ rule downstream:
         train=section(P.downstream),
         dataset=lambda w: section(P.datasets[w.dataset]),
     threads: P.downstream.num_threads
+    conda:
+        "../envs/medssl.yaml"
     log:
         "logs/downstream/{study}/{dataset}/{protocol}/{method}/frac{frac}/seed{seed}.log",
     shell:
-        "{MEDSSL} downstream {wildcards.study} {wildcards.dataset} {wildcards.protocol}"
+        "medssl downstream --params .medssl/params.yaml {wildcards.study} {wildcards.dataset} {wildcards.protocol}"
         " {wildcards.method} --fraction {wildcards.frac} --seed {wildcards.seed} 2> {log}"
 
 

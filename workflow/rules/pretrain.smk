@@ -12,10 +12,12 @@ rule pretrain:
         train=lambda w: section(P.method_pretrain(w.method)),
         backbone=lambda w: section(P.backbones[P.studies[w.study].backbone]),
     threads: lambda w: P.method_pretrain(w.method).num_threads
+    conda:
+        "../envs/medssl.yaml"
     log:
         "logs/pretrain/{study}/{method}.log",
     shell:
-        "{MEDSSL} pretrain {wildcards.study} {wildcards.method} 2> {log}"
+        "medssl pretrain --params .medssl/params.yaml {wildcards.study} {wildcards.method} 2> {log}"
 
 
 rule pretrain_all:

@@ -8,10 +8,12 @@ rule table:
         md=str(paths.table("{study}", "md")),
         tex=str(paths.table("{study}", "tex")),
         csv=str(paths.table("{study}", "csv")),
+    conda:
+        "../envs/medssl.yaml"
     log:
         "logs/table/{study}.log",
     shell:
-        "{MEDSSL} table {wildcards.study} 2> {log}"
+        "medssl table --params .medssl/params.yaml {wildcards.study} 2> {log}"
 
 
 localrules:

@@ -49,8 +49,12 @@ class DownstreamModel(nn.Module):
 
 
 def downstream(params: Params, study: str, dataset: str, protocol: str, method: str,
-               fraction: float, seed: int, progress: bool = True) -> dict[str, Any]:
-    """Train and evaluate one downstream run; write its ``metrics.json``; return it."""
+               fraction: float, seed: int, progress: bool = True, return_model: bool = False):
+    """Train and evaluate one downstream run; write its ``metrics.json``.
+
+    Returns:
+        the metrics mapping, or ``(metrics, model)`` with ``return_model``.
+    """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
     if not 0 < fraction <= 1:
@@ -121,7 +125,7 @@ def downstream(params: Params, study: str, dataset: str, protocol: str, method: 
         run.log_artifact(out)
     log.info("downstream: done in %.1f s: %s", result["seconds"],
              ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if "_" not in k))
-    return result
+    return (result, model) if return_model else result
 
 
 def _loss(task: str):

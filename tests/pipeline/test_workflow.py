@@ -1,0 +1,26 @@
+"""Static checks of the workflow: lint, the SLURM profile's DAG, DVC's stage list."""
+
+from __future__ import annotations
+
+from .conftest import copy_project, run
+
+
+def test_snakemake_lint_is_clean(tmp_path):
+    project = copy_project(tmp_path)
+    res = run(["snakemake", "--lint"], project)
+    assert "Congratulations, your workflow is in a good condition" in res.stdout + res.stderr
+
+
+def test_slurm_profile_dry_run(tmp_path):
+    project = copy_project(tmp_path)
+    res = run(["snakemake", "--profile", "workflow/profiles/slurm", "--dry-run"], project)
+    out = res.stdout + res.stderr
+    assert "downstream" in out and "pretrain" in out and "This was a dry-run" in out
+
+
+def test_dvc_stages_cover_the_studies(tmp_path):
+    project = copy_project(tmp_path)
+    run(["git", "init", "-q"], project)
+    out = run(["dvc", "stage", "list"], project).stdout
+    for stage in ("data", "pretrain", "downstream@ssl3d", "report@ssl3d"):
+        assert stage in out, out
