@@ -142,6 +142,7 @@ class PretrainSpec(_Strict):
 
 class DownstreamSpec(PretrainSpec):
     sw_overlap: float = Field(0.5, ge=0.0, lt=1.0)
+    val_every: int = Field(1, ge=1)  # validate every k epochs (and always after the last)
 
 
 Protocol = Literal["linear", "finetune"]

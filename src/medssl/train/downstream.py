@@ -98,12 +98,17 @@ def downstream(params: Params, study: str, dataset: str, protocol: str, method: 
                 loss.backward()
                 opt.step()
                 losses.append(float(loss.detach()))
+            history.append({"epoch": epoch, "train_loss": float(np.mean(losses))})
+            run.log_metrics({"train_loss": history[-1]["train_loss"]}, step=epoch)
+            if epoch % cfg.val_every and epoch != cfg.epochs:
+                log.info("downstream: epoch %d/%d loss %.4f", epoch, cfg.epochs, history[-1]["train_loss"])
+                continue
             val = _evaluate(model, val_ds, spec, cfg)
             val_metric = val["dice"] if spec.task == "segmentation" else val["auc"]
             if not np.isfinite(val_metric):  # AUC undefined (one class): fall back to accuracy
                 val_metric = val.get("accuracy", -np.inf)
-            history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_metric": float(val_metric)})
-            run.log_metrics({"train_loss": history[-1]["train_loss"], "val_metric": float(val_metric)}, step=epoch)
+            history[-1]["val_metric"] = float(val_metric)
+            run.log_metrics({"val_metric": float(val_metric)}, step=epoch)
             log.info("downstream: epoch %d/%d loss %.4f val %.4f", epoch, cfg.epochs, history[-1]["train_loss"],
                      val_metric)
             if val_metric > best_metric:
