@@ -21,7 +21,10 @@ def copy_project(dest: Path) -> Path:
                            check=True, capture_output=True, text=True).stdout.split("\n")
     for rel in filter(None, files):
         src = ROOT / rel
-        if src.is_file():
+        if src.is_symlink():  # profiles -> workflow/profiles
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(os.readlink(src), dest / rel)
+        elif src.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
     return dest
