@@ -32,8 +32,12 @@ def test_check_and_schema(tmp_path, capsys, monkeypatch):
 
 
 def test_bad_params_exit_2_with_message(tmp_path, capsys):
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["studies"]["ssl3d"]["methods"] = ["mae"]
     bad = tmp_path / "p.yaml"
-    bad.write_text((ROOT / "params.yaml").read_text().replace("methods: [scratch, genesis]", "methods: [mae]"))
+    bad.write_text(yaml.safe_dump(raw))
     assert cli.main(["check", "--params", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "p.yaml: invalid configuration" in err and "'mae' is not defined" in err

@@ -18,6 +18,7 @@ BACKBONES: dict[str, str] = {
 METHODS: dict[str, str] = {
     "scratch": "medssl.methods.scratch:Scratch",
     "genesis": "medssl.methods.genesis:Genesis",
+    "gvsl": "medssl.methods.gvsl:GVSL",
 }
 
 _TABLES = {"backbone": BACKBONES, "method": METHODS}
