@@ -39,8 +39,7 @@ class Genesis(PretrainMethod):
 
     def loss(self, batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """MSE between the restoration of the damaged batch and the batch."""
-        with torch.no_grad():
-            damaged = torch.stack([torch.as_tensor(self.damage(x.cpu().numpy())) for x in batch]).to(batch)
+        damaged = self.damage.batch(batch)
         restored = torch.sigmoid(self.head(self.backbone(damaged)["local"]))
         loss = F.mse_loss(restored, batch)
         return loss, {"mse": float(loss.detach())}

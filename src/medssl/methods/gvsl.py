@@ -113,7 +113,7 @@ class GVSL(PretrainMethod):
         with torch.no_grad():
             a = self._augment(a)
             b = self._augment(b)
-            damaged = torch.stack([torch.as_tensor(self.damage(x.cpu().numpy())) for x in a]).to(a)
+            damaged = self.damage.batch(a)
         fa, fb = self.backbone(damaged), self.backbone(b)
         reg = self.register(fa, fb, tuple(a.shape[2:]))
         moved = warp(a, reg["dvf"])

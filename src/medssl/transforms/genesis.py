@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from math import comb
 
 import numpy as np
+import torch
 from monai.config import NdarrayOrTensor
 from monai.transforms import Compose, RandomizableTransform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy
@@ -343,3 +344,8 @@ class GenesisDamage(Compose):
         self.shuffle = LocalPixelShuffle(local_shuffle_prob, max_blocks, max_block_frac, min_blocks)
         self.paint = Painting(paint_prob, inpaint_rate=inpaint_rate)
         super().__init__([self.nonlinear, self.shuffle, self.paint])
+
+    @torch.no_grad()
+    def batch(self, images: torch.Tensor) -> torch.Tensor:
+        """Damage each image of a ``(B, C, D, H, W)`` tensor independently (no gradient)."""
+        return torch.stack([torch.as_tensor(self(x.cpu().numpy())) for x in images]).to(images)
