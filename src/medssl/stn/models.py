@@ -1,0 +1,214 @@
+"""CNN classifier and spatial transformers of Table 1 (Diffeomorphic Template Transformers, Sec. 3, 5.2).
+
+Rows: ``cnn`` (no transformer), ``stn_affine`` (a 2x3 affine, Jaderberg et
+al. 2015), ``stn_nondiffeo`` (a dense displacement used directly, "w/o field
+integration") and ``stn_diffeo`` (a dense stationary velocity integrated by
+scaling and squaring, paper Alg. 1). The optional ``lambda * ||grad v||^2``
+penalty of the paper is :func:`gradient_penalty`, applied by
+:func:`medssl.stn.train.fit`.
+
+2-D geometry follows the 3-D convention of :mod:`medssl.geometry`: a
+displacement ``u`` ``(B, 2, H, W)`` in pixels, channel ``k`` along spatial
+axis ``k`` (0 = rows, 1 = columns), and warping samples ``out(p) = in(p + u(p))``.
+It is implemented here with ``grid_sample`` so the shared 3-D modules stay unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+KINDS = ("affine", "nondiffeo", "diffeo")
+ROWS = ("cnn", "stn_affine", "stn_nondiffeo", "stn_diffeo")
+
+
+def _check2d(field: torch.Tensor, name: str = "ddf") -> None:
+    if not isinstance(field, torch.Tensor) or field.ndim != 4 or field.shape[1] != 2:
+        shape = tuple(field.shape) if isinstance(field, torch.Tensor) else type(field).__name__
+        raise ValueError(f"{name} must be a (B, 2, H, W) tensor, got {shape}")
+
+
+def identity_grid2d(h: int, w: int, device=None) -> torch.Tensor:
+    """Pixel coordinates ``(2, H, W)`` (row, column)."""
+    ys, xs = torch.arange(h, dtype=torch.float32, device=device), torch.arange(w, dtype=torch.float32, device=device)
+    return torch.stack(torch.meshgrid(ys, xs, indexing="ij"))
+
+
+def warp2d(image: torch.Tensor, ddf: torch.Tensor, padding_mode: str = "zeros") -> torch.Tensor:
+    """Bilinearly sample ``image`` at ``p + ddf(p)`` (2-D version of :func:`medssl.geometry.warp.warp`).
+
+    Args:
+        image: ``(B, C, H, W)``.
+        ddf: ``(B, 2, H, W)`` displacement in pixels.
+        padding_mode: ``"zeros"`` or ``"border"``.
+
+    Raises:
+        ValueError: wrong shapes.
+    """
+    _check2d(ddf)
+    if image.ndim != 4 or image.shape[0] != ddf.shape[0] or image.shape[2:] != ddf.shape[2:]:
+        raise ValueError(f"image {tuple(image.shape)} does not match ddf {tuple(ddf.shape)}")
+    h, w = ddf.shape[2:]
+    pos = identity_grid2d(h, w, ddf.device) + ddf
+    gx = 2.0 * pos[:, 1] / max(w - 1, 1) - 1.0
+    gy = 2.0 * pos[:, 0] / max(h - 1, 1) - 1.0
+    grid = torch.stack([gx, gy], dim=-1)
+    return F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode=padding_mode,
+                         align_corners=True)
+
+
+def exp_velocity2d(v: torch.Tensor) -> torch.Tensor:
+    """Displacement of ``exp(v)`` by scaling and squaring (paper Alg. 1, 2-D).
+
+    ``T = ceil(log2(max ||v||) + 1)`` (0 for a zero field), ``phi_0 = v / 2^T``,
+    then ``T`` times ``phi <- phi + warp(phi, phi)`` ("border" padding, as in
+    :func:`medssl.geometry.integrate.compose`).
+
+    Raises:
+        ValueError: ``v`` is not ``(B, 2, H, W)`` or not finite.
+    """
+    _check2d(v, "v")
+    vmax = float(torch.linalg.vector_norm(v.detach(), dim=1).max()) if v.numel() else 0.0
+    if not math.isfinite(vmax):
+        raise ValueError(f"v must be finite, its largest norm is {vmax}")
+    t = 0 if vmax == 0.0 else max(0, math.ceil(math.log2(vmax) + 1))
+    phi = v / (2.0 ** t)
+    for _ in range(t):
+        phi = phi + warp2d(phi, phi, padding_mode="border")
+    return phi
+
+
+def jacobian_determinant2d(ddf: torch.Tensor) -> torch.Tensor:
+    """``det(I + Du)`` of ``p -> p + u(p)`` per pixel, ``(B, H, W)`` (central differences, one-sided at borders).
+
+    The quantity behind the paper's "% |J_phi| < 0" (Table 1).
+
+    Raises:
+        ValueError: ``ddf`` is not ``(B, 2, H, W)`` or an axis is shorter than 2.
+    """
+    _check2d(ddf)
+    if min(ddf.shape[2:]) < 2:
+        raise ValueError(f"ddf needs at least 2 pixels per axis, got {tuple(ddf.shape[2:])}")
+    d0, d1 = torch.gradient(ddf, dim=(2, 3), edge_order=1)  # d/d row, d/d column
+    return (1.0 + d0[:, 0]) * (1.0 + d1[:, 1]) - d1[:, 0] * d0[:, 1]
+
+
+def gradient_penalty(field: torch.Tensor) -> torch.Tensor:
+    """Mean squared spatial gradient ``||grad v||^2`` of a 2-D field (paper Sec. 5.2, lambda = 10).
+
+    Forward differences along both axes, averaged over pixels, components and batch.
+
+    Raises:
+        ValueError: ``field`` is not ``(B, 2, H, W)``.
+    """
+    _check2d(field, "field")
+    dy = field[:, :, 1:, :] - field[:, :, :-1, :]
+    dx = field[:, :, :, 1:] - field[:, :, :, :-1]
+    return dy.pow(2).mean() + dx.pow(2).mean()
+
+
+class CNN(nn.Module):
+    """The shared classifier: two conv/ReLU/max-pool blocks, then two linear layers."""
+
+    def __init__(self, n_classes: int = 10, width: int = 16):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.AdaptiveAvgPool2d(4), nn.Flatten())
+        self.head = nn.Sequential(nn.Linear(2 * width * 16, 64), nn.ReLU(), nn.Linear(64, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def forward_aux(self, x: torch.Tensor):
+        """``(logits, ddf, field)``; no transformation, so both are ``None``."""
+        return self.forward(x), None, None
+
+
+class STN(nn.Module):
+    """Spatial transformer: a localisation net predicts the transformation that warps the input.
+
+    Args:
+        kind: ``"affine"`` (2x3 matrix, initialised to the identity), ``"nondiffeo"``
+            (displacement used directly) or ``"diffeo"`` (velocity integrated by
+            scaling and squaring, Alg. 1). Dense fields are predicted on a
+            ``grid x grid`` lattice, up-sampled bilinearly to the image, bounded
+            by ``alpha * tanh`` (the paper's bound, Sec. 5.1) and initialised to 0.
+        size: image side (pixels).
+        grid: side of the field lattice (the paper uses the full 28 x 28).
+        alpha: bound on each field component in pixels (default ``size / 4``).
+
+    Raises:
+        ValueError: unknown ``kind`` or a non-positive ``size`` / ``grid``.
+    """
+
+    def __init__(self, kind: str, size: int = 32, grid: int = 8, alpha: float | None = None, width: int = 8):
+        super().__init__()
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if size < 2 or grid < 2:
+            raise ValueError(f"size and grid must be >= 2, got size={size!r}, grid={grid!r}")
+        self.kind, self.size, self.grid = kind, size, grid
+        self.alpha = float(size / 4 if alpha is None else alpha)
+        self.loc = nn.Sequential(
+            nn.Conv2d(1, width, 5, stride=2, padding=2), nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(2 * width * 16, 32), nn.ReLU())
+        self.out = nn.Linear(32, 6 if kind == "affine" else 2 * grid * grid)
+        nn.init.zeros_(self.out.weight)
+        with torch.no_grad():
+            self.out.bias.copy_(torch.tensor([1.0, 0, 0, 0, 1, 0]) if kind == "affine" else torch.zeros(2 * grid * grid))
+
+    def transform(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(ddf, field)``: the applied displacement ``(B, 2, H, W)`` in pixels and the
+        predicted velocity / displacement field (``None`` for ``"affine"``)."""
+        if x.ndim != 4 or x.shape[1] != 1:
+            raise ValueError(f"x must be (B, 1, H, W), got {tuple(x.shape)}")
+        b, _, h, w = x.shape
+        raw = self.out(self.loc(x))
+        if self.kind == "affine":
+            theta = raw.view(b, 2, 3)  # normalised (x, y) coordinates, as affine_grid
+            pos = F.affine_grid(theta, [b, 1, h, w], align_corners=True)  # (B, H, W, 2) as (x, y)
+            py = (pos[..., 1] + 1.0) * (h - 1) / 2.0
+            px = (pos[..., 0] + 1.0) * (w - 1) / 2.0
+            return torch.stack([py, px], 1) - identity_grid2d(h, w, x.device), None
+        field = self.alpha * torch.tanh(raw.view(b, 2, self.grid, self.grid))
+        field = F.interpolate(field, size=(h, w), mode="bilinear", align_corners=True)
+        return (exp_velocity2d(field) if self.kind == "diffeo" else field), field
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The warped image ``out(p) = x(p + ddf(p))``."""
+        return warp2d(x, self.transform(x)[0])
+
+
+class STNClassifier(nn.Module):
+    """An :class:`STN` in front of the :class:`CNN`, trained end to end (paper Sec. 5.2)."""
+
+    def __init__(self, stn: STN, cnn: CNN):
+        super().__init__()
+        self.stn, self.cnn = stn, cnn
+
+    def forward_aux(self, x: torch.Tensor):
+        """``(logits, ddf, field)`` for one pass."""
+        ddf, field = self.stn.transform(x)
+        return self.cnn(warp2d(x, ddf)), ddf, field
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_aux(x)[0]
+
+
+def build(name: str, size: int = 32, n_classes: int = 10, **stn_kwargs) -> nn.Module:
+    """Model of a Table 1 row: ``cnn``, ``stn_affine``, ``stn_nondiffeo`` or ``stn_diffeo``.
+
+    Raises:
+        ValueError: unknown ``name``.
+    """
+    if name not in ROWS:
+        raise ValueError(f"name must be one of {ROWS}, got {name!r}")
+    if name == "cnn":
+        return CNN(n_classes)
+    return STNClassifier(STN(name[len("stn_"):], size=size, **stn_kwargs), CNN(n_classes))

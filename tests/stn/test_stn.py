@@ -1,0 +1,150 @@
+"""Tests of the STN study building blocks (Diffeomorphic Template Transformers, Table 1)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from medssl.stn import ROWS, STN, build, evaluate, fit, gradient_penalty, rotate, rotated_digits, split_sources
+from medssl.stn.models import exp_velocity2d, jacobian_determinant2d, warp2d
+
+
+@pytest.fixture(scope="module")
+def batch():
+    return rotated_digits(32, size=32, seed=3)
+
+
+def test_data_shapes_ranges_determinism(batch):
+    x, y, a = batch
+    assert x.shape == (32, 1, 32, 32) and x.dtype == torch.float32
+    assert y.shape == (32,) and y.dtype == torch.int64 and set(y.tolist()) <= set(range(10))
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0 and float(x.max()) > 0.5
+    assert np.all(np.abs(a) <= 90.0) and np.abs(a).max() > 45.0 and (a < 0).any() and (a > 0).any()
+    x2, y2, a2 = rotated_digits(32, size=32, seed=3)
+    assert torch.equal(x, x2) and torch.equal(y, y2) and np.array_equal(a, a2)
+    x3, _, _ = rotated_digits(32, size=32, seed=4)
+    assert not torch.equal(x, x3)
+    _, _, a4 = rotated_digits(200, seed=0, max_angle=30)
+    assert np.abs(a4).max() <= 30.0
+
+
+def test_rotating_back_recovers_upright(batch):
+    x, _, a = batch
+    up, _, a0 = rotated_digits(32, size=32, seed=3, max_angle=0)
+    assert np.all(a0 == 0)
+    err_back = float(((rotate(x, -a) - up) ** 2).mean())
+    err_wrong = float(((rotate(x, a) - up) ** 2).mean())
+    assert err_back < 0.05 * float((up ** 2).mean())
+    assert err_back < 0.2 * err_wrong
+
+
+def test_split_disjoint_and_fixed():
+    tr, te = split_sources(seed=0)
+    assert len(set(tr) & set(te)) == 0 and len(tr) + len(te) == 1797
+    tr2, te2 = split_sources(seed=0)
+    assert np.array_equal(tr, tr2) and np.array_equal(te, te2)
+    with pytest.raises(ValueError, match="1.5"):
+        split_sources(test_fraction=1.5)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="'rigid'"):
+        STN("rigid")
+    with pytest.raises(ValueError, match="'tps'"):
+        build("tps")
+    with pytest.raises(ValueError, match="-1"):
+        rotated_digits(-1)
+
+
+@pytest.mark.parametrize("name", ROWS)
+def test_output_shape(name, batch):
+    torch.manual_seed(0)
+    assert build(name)(batch[0][:8]).shape == (8, 10)
+
+
+@pytest.mark.parametrize("kind", ["affine", "nondiffeo", "diffeo"])
+def test_identity_initialisation(kind, batch):
+    torch.manual_seed(0)
+    x = batch[0][:8]
+    assert torch.allclose(STN(kind)(x), x, atol=1e-5)
+
+
+def test_warp2d_convention():
+    img = torch.arange(16.0).view(1, 1, 4, 4)
+    ddf = torch.zeros(1, 2, 4, 4)
+    ddf[:, 1] = 1.0  # sample one column to the right: out(p) = in(p + u)
+    out = warp2d(img, ddf, padding_mode="border")
+    assert torch.allclose(out[0, 0, :, :3], img[0, 0, :, 1:])
+
+
+def test_affine_jacobian_matches_matrix_determinant():
+    s = STN("affine")
+    with torch.no_grad():
+        s.out.bias.copy_(torch.tensor([0.5, 0.2, 0.0, -0.1, 0.8, 0.1]))
+    ddf, field = s.transform(torch.zeros(1, 1, 32, 32))
+    assert field is None
+    assert torch.allclose(jacobian_determinant2d(ddf), torch.tensor(0.5 * 0.8 + 0.2 * 0.1), atol=1e-4)
+
+
+def _random_stn(kind: str) -> STN:
+    torch.manual_seed(0)
+    s = STN(kind)
+    with torch.no_grad():
+        s.out.weight.normal_(0.0, 0.1)
+        s.out.bias.copy_(torch.randn(s.out.bias.shape) * 2.0 / s.alpha)
+    return s
+
+
+def test_diffeo_does_not_fold_where_nondiffeo_does(batch):
+    x = batch[0][:8]
+    with torch.no_grad():
+        ddf_d, v = _random_stn("diffeo").transform(x)
+        ddf_n, u = _random_stn("nondiffeo").transform(x)
+    assert torch.equal(v, u) and float(v.abs().max()) > 2.0  # the same large field
+    assert int((jacobian_determinant2d(ddf_d) <= 0).sum()) == 0
+    assert float((jacobian_determinant2d(ddf_n) <= 0).double().mean()) > 0.01
+    assert not torch.allclose(ddf_d, ddf_n)
+
+
+def test_exp_of_zero_is_identity_and_constant_is_translation():
+    assert torch.equal(exp_velocity2d(torch.zeros(1, 2, 8, 8)), torch.zeros(1, 2, 8, 8))
+    v = torch.full((1, 2, 8, 8), 0.75)
+    assert torch.allclose(exp_velocity2d(v), v, atol=1e-5)
+
+
+def test_gradient_penalty():
+    assert float(gradient_penalty(torch.zeros(2, 2, 8, 8))) == 0.0
+    assert float(gradient_penalty(torch.full((2, 2, 8, 8), 3.0))) == 0.0
+    torch.manual_seed(0)
+    assert float(gradient_penalty(torch.randn(2, 2, 8, 8))) > 0.0
+    ramp = torch.arange(8.0).view(1, 1, 1, 8).expand(1, 2, 8, 8)
+    assert math.isclose(float(gradient_penalty(ramp)), 1.0, rel_tol=1e-6)
+
+
+def test_fit_cnn_beats_chance_and_evaluate():
+    tr, te = split_sources(seed=0)
+    xtr, ytr, _ = rotated_digits(400, size=16, seed=1, max_angle=30, sources=tr)
+    xte, yte, _ = rotated_digits(200, size=16, seed=2, max_angle=30, sources=te)
+    torch.manual_seed(0)
+    model = build("cnn")
+    hist = fit(model, xtr, ytr, epochs=6, lr=3e-3, batch_size=32, seed=0)
+    assert len(hist) == 6 and hist[-1]["ce"] < hist[0]["ce"]
+    res = evaluate(model, xte, yte)
+    assert res["accuracy"] > 0.3 and math.isnan(res["neg_jacobian_pct"])
+
+
+def test_fit_stn_with_penalty_and_evaluate_metric():
+    x, y, _ = rotated_digits(64, size=16, seed=1)
+    torch.manual_seed(0)
+    model = build("stn_diffeo", size=16, grid=4)
+    hist = fit(model, x, y, epochs=1, batch_size=32, penalty_weight=10.0)
+    assert hist[0]["penalty"] >= 0.0 and math.isfinite(hist[0]["loss"])
+    res = evaluate(model, x, y)
+    assert 0.0 <= res["neg_jacobian_pct"] <= 100.0
+    aff = evaluate(build("stn_affine", size=16), x, y)
+    assert aff["neg_jacobian_pct"] == 0.0
+    with pytest.raises(ValueError, match="-1"):
+        fit(model, x, y, penalty_weight=-1.0)
