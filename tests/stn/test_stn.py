@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from medssl.stn import ROWS, STN, build, evaluate, fit, gradient_penalty, rotate, rotated_digits, split_sources
-from medssl.stn.models import exp_velocity2d, jacobian_determinant2d, warp2d
+from medssl.geometry.integrate import exp_velocity as exp_velocity2d
+from medssl.geometry.jacobian import jacobian_determinant as jacobian_determinant2d
+from medssl.geometry.warp import warp as warp2d
 
 
 @pytest.fixture(scope="module")

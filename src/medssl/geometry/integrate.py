@@ -30,9 +30,10 @@ METHODS = ("ss", "direct")
 
 
 def _check_field(field: torch.Tensor, name: str) -> None:
-    if not isinstance(field, torch.Tensor) or field.ndim != 5 or field.shape[1] != 3:
+    """2-D fields ``(B, 2, H, W)`` are accepted as well as 3-D ones (the STN study is 2-D)."""
+    if not isinstance(field, torch.Tensor) or field.ndim not in (4, 5) or field.shape[1] != field.ndim - 2:
         shape = tuple(field.shape) if isinstance(field, torch.Tensor) else type(field).__name__
-        raise ValueError(f"{name} must be a (B, 3, D, H, W) tensor, got {shape}")
+        raise ValueError(f"{name} must be a (B, 3, D, H, W) or (B, 2, H, W) tensor, got {shape}")
 
 
 def compose(u: torch.Tensor, v: torch.Tensor, padding_mode: str = "border") -> torch.Tensor:

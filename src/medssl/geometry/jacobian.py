@@ -17,9 +17,10 @@ import torch
 
 
 def _check_field(field: torch.Tensor, name: str = "field") -> None:
-    if not isinstance(field, torch.Tensor) or field.ndim != 5 or field.shape[1] != 3:
+    """3-D ``(B, 3, D, H, W)`` or 2-D ``(B, 2, H, W)`` fields."""
+    if not isinstance(field, torch.Tensor) or field.ndim not in (4, 5) or field.shape[1] != field.ndim - 2:
         shape = tuple(field.shape) if isinstance(field, torch.Tensor) else type(field).__name__
-        raise ValueError(f"{name} must be a (B, 3, D, H, W) tensor, got {shape}")
+        raise ValueError(f"{name} must be a (B, 3, D, H, W) or (B, 2, H, W) tensor, got {shape}")
     if min(field.shape[2:]) < 2:
         raise ValueError(f"{name} needs at least 2 voxels along each spatial axis, got {tuple(field.shape[2:])}")
 
@@ -41,7 +42,7 @@ def spatial_jacobian(field: torch.Tensor) -> torch.Tensor:
         ValueError: ``field`` is not ``(B, 3, D, H, W)`` or an axis is shorter than 2.
     """
     _check_field(field)
-    grads = torch.gradient(field, dim=(2, 3, 4), edge_order=1)  # grads[j] = d field / d x_j
+    grads = torch.gradient(field, dim=tuple(range(2, field.ndim)), edge_order=1)  # grads[j] = d field / d x_j
     return torch.stack(grads, dim=2)
 
 
@@ -61,8 +62,8 @@ def jacobian_determinant(ddf: torch.Tensor) -> torch.Tensor:
     Raises:
         ValueError: ``ddf`` is not ``(B, 3, D, H, W)`` or an axis is shorter than 2.
     """
-    jac = spatial_jacobian(ddf).permute(0, 3, 4, 5, 1, 2)  # (B, D, H, W, 3, 3)
-    eye = torch.eye(3, dtype=jac.dtype, device=jac.device)
+    jac = spatial_jacobian(ddf).movedim((1, 2), (-2, -1))  # (B, *spatial, n, n)
+    eye = torch.eye(jac.shape[-1], dtype=jac.dtype, device=jac.device)
     return torch.linalg.det(jac + eye)
 
 

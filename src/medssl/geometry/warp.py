@@ -25,14 +25,15 @@ def warp(image: torch.Tensor, ddf: torch.Tensor, mode: str = "bilinear", padding
     for label maps.
 
     Args:
-        image: ``(B, C, D, H, W)``.
-        ddf: ``(B, 3, D, H, W)`` displacement in voxels, channel k along axis k.
+        image: ``(B, C, D, H, W)`` (or 2-D ``(B, C, H, W)``).
+        ddf: ``(B, 3, D, H, W)`` displacement in voxels, channel k along axis k
+            (or 2-D ``(B, 2, H, W)``).
         mode: ``"bilinear"`` or ``"nearest"``.
         padding_mode: how positions outside the volume are filled (``"border"``, ``"zeros"``).
     """
-    if image.ndim != 5 or ddf.ndim != 5 or ddf.shape[1] != 3:
-        raise ValueError(f"expected image (B, C, D, H, W) and ddf (B, 3, D, H, W), got {tuple(image.shape)} "
-                         f"and {tuple(ddf.shape)}")
+    if image.ndim not in (4, 5) or ddf.ndim != image.ndim or ddf.shape[1] != image.ndim - 2:
+        raise ValueError(f"expected image (B, C, D, H, W) and ddf (B, 3, D, H, W) (or their 2-D forms "
+                         f"(B, C, H, W), (B, 2, H, W)), got {tuple(image.shape)} and {tuple(ddf.shape)}")
     if image.shape[0] != ddf.shape[0] or image.shape[2:] != ddf.shape[2:]:
         raise ValueError(f"image {tuple(image.shape)} and ddf {tuple(ddf.shape)} differ in batch or spatial size")
     with warnings.catch_warnings():
@@ -41,7 +42,7 @@ def warp(image: torch.Tensor, ddf: torch.Tensor, mode: str = "bilinear", padding
     return out.to(image.dtype) if mode == "nearest" else out
 
 
-def identity_grid(shape: tuple[int, int, int], centred: bool = True, device=None) -> torch.Tensor:
-    """Voxel coordinates ``(3, D, H, W)``; with ``centred`` relative to the volume centre."""
+def identity_grid(shape: tuple[int, ...], centred: bool = True, device=None) -> torch.Tensor:
+    """Voxel coordinates ``(n, *shape)``; with ``centred`` relative to the volume centre."""
     axes = [torch.arange(n, dtype=torch.float32, device=device) - ((n - 1) / 2 if centred else 0.0) for n in shape]
     return torch.stack(torch.meshgrid(*axes, indexing="ij"))

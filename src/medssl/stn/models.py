@@ -9,91 +9,22 @@ penalty of the paper is :func:`gradient_penalty`, applied by
 
 2-D geometry follows the 3-D convention of :mod:`medssl.geometry`: a
 displacement ``u`` ``(B, 2, H, W)`` in pixels, channel ``k`` along spatial
-axis ``k`` (0 = rows, 1 = columns), and warping samples ``out(p) = in(p + u(p))``.
-It is implemented here with ``grid_sample`` so the shared 3-D modules stay unchanged.
+axis ``k`` (0 = rows, 1 = columns), and warping samples ``out(p) = in(p + u(p))``;
+the shared :mod:`medssl.geometry` functions (warp, scaling and squaring, Jacobian)
+handle the 2-D fields directly.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medssl.geometry.integrate import exp_velocity
+from medssl.geometry.warp import identity_grid, warp
+
 KINDS = ("affine", "nondiffeo", "diffeo")
 ROWS = ("cnn", "stn_affine", "stn_nondiffeo", "stn_diffeo")
-
-
-def _check2d(field: torch.Tensor, name: str = "ddf") -> None:
-    if not isinstance(field, torch.Tensor) or field.ndim != 4 or field.shape[1] != 2:
-        shape = tuple(field.shape) if isinstance(field, torch.Tensor) else type(field).__name__
-        raise ValueError(f"{name} must be a (B, 2, H, W) tensor, got {shape}")
-
-
-def identity_grid2d(h: int, w: int, device=None) -> torch.Tensor:
-    """Pixel coordinates ``(2, H, W)`` (row, column)."""
-    ys, xs = torch.arange(h, dtype=torch.float32, device=device), torch.arange(w, dtype=torch.float32, device=device)
-    return torch.stack(torch.meshgrid(ys, xs, indexing="ij"))
-
-
-def warp2d(image: torch.Tensor, ddf: torch.Tensor, padding_mode: str = "zeros") -> torch.Tensor:
-    """Bilinearly sample ``image`` at ``p + ddf(p)`` (2-D version of :func:`medssl.geometry.warp.warp`).
-
-    Args:
-        image: ``(B, C, H, W)``.
-        ddf: ``(B, 2, H, W)`` displacement in pixels.
-        padding_mode: ``"zeros"`` or ``"border"``.
-
-    Raises:
-        ValueError: wrong shapes.
-    """
-    _check2d(ddf)
-    if image.ndim != 4 or image.shape[0] != ddf.shape[0] or image.shape[2:] != ddf.shape[2:]:
-        raise ValueError(f"image {tuple(image.shape)} does not match ddf {tuple(ddf.shape)}")
-    h, w = ddf.shape[2:]
-    pos = identity_grid2d(h, w, ddf.device) + ddf
-    gx = 2.0 * pos[:, 1] / max(w - 1, 1) - 1.0
-    gy = 2.0 * pos[:, 0] / max(h - 1, 1) - 1.0
-    grid = torch.stack([gx, gy], dim=-1)
-    return F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode=padding_mode,
-                         align_corners=True)
-
-
-def exp_velocity2d(v: torch.Tensor) -> torch.Tensor:
-    """Displacement of ``exp(v)`` by scaling and squaring (paper Alg. 1, 2-D).
-
-    ``T = ceil(log2(max ||v||) + 1)`` (0 for a zero field), ``phi_0 = v / 2^T``,
-    then ``T`` times ``phi <- phi + warp(phi, phi)`` ("border" padding, as in
-    :func:`medssl.geometry.integrate.compose`).
-
-    Raises:
-        ValueError: ``v`` is not ``(B, 2, H, W)`` or not finite.
-    """
-    _check2d(v, "v")
-    vmax = float(torch.linalg.vector_norm(v.detach(), dim=1).max()) if v.numel() else 0.0
-    if not math.isfinite(vmax):
-        raise ValueError(f"v must be finite, its largest norm is {vmax}")
-    t = 0 if vmax == 0.0 else max(0, math.ceil(math.log2(vmax) + 1))
-    phi = v / (2.0 ** t)
-    for _ in range(t):
-        phi = phi + warp2d(phi, phi, padding_mode="border")
-    return phi
-
-
-def jacobian_determinant2d(ddf: torch.Tensor) -> torch.Tensor:
-    """``det(I + Du)`` of ``p -> p + u(p)`` per pixel, ``(B, H, W)`` (central differences, one-sided at borders).
-
-    The quantity behind the paper's "% |J_phi| < 0" (Table 1).
-
-    Raises:
-        ValueError: ``ddf`` is not ``(B, 2, H, W)`` or an axis is shorter than 2.
-    """
-    _check2d(ddf)
-    if min(ddf.shape[2:]) < 2:
-        raise ValueError(f"ddf needs at least 2 pixels per axis, got {tuple(ddf.shape[2:])}")
-    d0, d1 = torch.gradient(ddf, dim=(2, 3), edge_order=1)  # d/d row, d/d column
-    return (1.0 + d0[:, 0]) * (1.0 + d1[:, 1]) - d1[:, 0] * d0[:, 1]
 
 
 def gradient_penalty(field: torch.Tensor) -> torch.Tensor:
@@ -104,7 +35,9 @@ def gradient_penalty(field: torch.Tensor) -> torch.Tensor:
     Raises:
         ValueError: ``field`` is not ``(B, 2, H, W)``.
     """
-    _check2d(field, "field")
+    if not isinstance(field, torch.Tensor) or field.ndim != 4 or field.shape[1] != 2:
+        shape = tuple(field.shape) if isinstance(field, torch.Tensor) else type(field).__name__
+        raise ValueError(f"field must be a (B, 2, H, W) tensor, got {shape}")
     dy = field[:, :, 1:, :] - field[:, :, :-1, :]
     dx = field[:, :, :, 1:] - field[:, :, :, :-1]
     return dy.pow(2).mean() + dx.pow(2).mean()
@@ -175,14 +108,14 @@ class STN(nn.Module):
             pos = F.affine_grid(theta, [b, 1, h, w], align_corners=True)  # (B, H, W, 2) as (x, y)
             py = (pos[..., 1] + 1.0) * (h - 1) / 2.0
             px = (pos[..., 0] + 1.0) * (w - 1) / 2.0
-            return torch.stack([py, px], 1) - identity_grid2d(h, w, x.device), None
+            return torch.stack([py, px], 1) - identity_grid((h, w), centred=False, device=x.device), None
         field = self.alpha * torch.tanh(raw.view(b, 2, self.grid, self.grid))
         field = F.interpolate(field, size=(h, w), mode="bilinear", align_corners=True)
-        return (exp_velocity2d(field) if self.kind == "diffeo" else field), field
+        return (exp_velocity(field) if self.kind == "diffeo" else field), field
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The warped image ``out(p) = x(p + ddf(p))``."""
-        return warp2d(x, self.transform(x)[0])
+        return warp(x, self.transform(x)[0], padding_mode="zeros")
 
 
 class STNClassifier(nn.Module):
@@ -195,7 +128,7 @@ class STNClassifier(nn.Module):
     def forward_aux(self, x: torch.Tensor):
         """``(logits, ddf, field)`` for one pass."""
         ddf, field = self.stn.transform(x)
-        return self.cnn(warp2d(x, ddf)), ddf, field
+        return self.cnn(warp(x, ddf, padding_mode="zeros")), ddf, field
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_aux(x)[0]

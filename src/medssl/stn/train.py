@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medssl.stn.models import gradient_penalty, jacobian_determinant2d
+from medssl.geometry.jacobian import jacobian_determinant
+from medssl.stn.models import gradient_penalty
 
 
 def _check_xy(x: torch.Tensor, y: torch.Tensor) -> None:
@@ -92,7 +93,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
         correct += int((logits.argmax(1) == y[start:start + batch_size]).sum())
         if ddf is not None:
             has_ddf = True
-            det = jacobian_determinant2d(ddf)
+            det = jacobian_determinant(ddf)
             neg += int((det <= 0).sum())
             total_px += det.numel()
     return {"accuracy": correct / x.shape[0],
