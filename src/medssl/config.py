@@ -28,8 +28,8 @@ class SyntheticSource(_Strict):
     """Built-in phantoms (:mod:`medssl.data.synthetic`), deterministic by seed."""
 
     kind: Literal["synthetic"]
-    generator: Literal["torso"] = "torso"
-    labels: Literal["none", "organs", "heart", "vessels", "lesion"] = "none"
+    generator: Literal["torso", "breast"] = "torso"
+    labels: Literal["none", "organs", "heart", "vessels", "lesion", "breast"] = "none"
     n_cases: int = Field(ge=1)
     seed: int = 0
     shape: IntTriple = (64, 64, 32)

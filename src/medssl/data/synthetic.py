@@ -34,6 +34,8 @@ from tqdm import tqdm
 from medssl.config import SyntheticSource
 from medssl.data import anatomy, deform
 from medssl.data.anatomy import STRUCTURES
+from medssl.data.breast import STRUCTURES as BREAST_STRUCTURES
+from medssl.data.breast import generate_breast
 from medssl.io import save_nifti, write_json
 
 __all__ = ["CLASSES", "STRUCTURES", "Phantom", "generate", "has_lesion", "label_map", "write_dataset"]
@@ -45,6 +47,7 @@ CLASSES: dict[str, list[str]] = {
     "vessels": ["background", "vessel"],
     "lesion": ["no_lesion", "lesion"],
     "none": [],
+    "breast": ["background", "fibroglandular"],
 }
 
 # Fine-grained structures making up each class (unlisted structures are background).
@@ -95,8 +98,11 @@ class Phantom:
 def _check(source: SyntheticSource, index: int) -> None:
     if not isinstance(source, SyntheticSource):
         raise ValueError(f"source must be a SyntheticSource, got {type(source).__name__}")
-    if source.generator != "torso":
-        raise ValueError(f"unknown phantom generator {source.generator!r}; known: torso")
+    if source.generator not in ("torso", "breast"):
+        raise ValueError(f"unknown phantom generator {source.generator!r}; known: torso, breast")
+    if (source.generator == "breast") != (source.labels == "breast"):
+        raise ValueError(f"labels 'breast' go with generator 'breast' (and only with it), got generator "
+                         f"{source.generator!r} with labels {source.labels!r}")
     if source.seed < 0:
         raise ValueError(f"source.seed must be >= 0, got {source.seed}")
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
@@ -153,6 +159,9 @@ def generate(source: SyntheticSource, index: int) -> Phantom:
         displacement to the template and lesion flag.
     """
     _check(source, index)
+    if source.generator == "breast":
+        image, structures, affine, displacement = generate_breast(source.shape, source.spacing, source.seed, int(index))
+        return Phantom(image, structures, affine, displacement, 0)
     geom = geometry(source)
     subject = deform.sample_subject(geom, source.seed, int(index), source.lesion_fraction)
     p = deform.template_coordinates(subject, geom)
@@ -174,8 +183,11 @@ def label_map(phantom: Phantom, labels: str) -> np.ndarray | int:
     """
     if labels == "lesion":
         return int(phantom.lesion)
+    if labels == "breast":
+        return (phantom.structures == BREAST_STRUCTURES["fibroglandular"]).astype(np.uint8)
     if labels not in _LUTS:
-        raise ValueError(f"label set {labels!r} has no labels; labelled sets: {', '.join([*_LUTS, 'lesion'])}")
+        raise ValueError(f"label set {labels!r} has no labels; labelled sets: "
+                         f"{', '.join([*_LUTS, 'lesion', 'breast'])}")
     return _LUTS[labels][phantom.structures]
 
 
@@ -201,7 +213,7 @@ def write_dataset(out_dir: Path, source: SyntheticSource, progress: bool = True,
         raise ValueError(f"name must be a non-empty string, got {name!r}")
     out_dir = Path(out_dir)
     width = max(3, len(str(source.n_cases - 1)))
-    segmentation = source.labels in _LUTS
+    segmentation = source.labels in _LUTS or source.labels == "breast"
     written: list[Path] = []
     training = []
     for index in tqdm(range(source.n_cases), desc=f"phantoms {name}", disable=not progress):
@@ -221,12 +233,13 @@ def write_dataset(out_dir: Path, source: SyntheticSource, progress: bool = True,
         training.append(entry)
     meta = {
         "name": name,
-        "description": (f"medssl synthetic CT torso phantoms (labels: {source.labels}, seed {source.seed}, "
+        "description": (f"medssl synthetic {'MR breast' if source.generator == 'breast' else 'CT torso'} "
+                        f"phantoms (labels: {source.labels}, seed {source.seed}, "
                         f"shape {list(source.shape)}, spacing {list(source.spacing)} mm)"),
         "reference": "medssl.data.synthetic",
         "licence": "CC0-1.0",
         "tensorImageSize": "3D",
-        "modality": {"0": "CT"},
+        "modality": {"0": "MR" if source.generator == "breast" else "CT"},
         "labels": {str(i): c for i, c in enumerate(CLASSES[source.labels])},
         "numTraining": source.n_cases,
         "numTest": 0,
