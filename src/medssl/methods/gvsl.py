@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medssl.geometry.affine import affine_matrix, fuse
+from medssl.geometry.affine import affine_ddf, affine_matrix, fuse
 from medssl.geometry.warp import warp
 from medssl.methods.base import PretrainMethod
 from medssl.nn.heads import RestorationHead
@@ -99,7 +99,7 @@ class GVSL(PretrainMethod):
         angles = (torch.rand(b, 3, generator=g) * 2 - 1) * rot
         scales = 1 + (torch.rand(b, 3, generator=g) * 2 - 1) * scale
         m = affine_matrix(angles, scales, torch.zeros(b, 6), torch.zeros(b, 3)).to(x)
-        return warp(x, fuse(m, torch.zeros(b, 3, *x.shape[2:], dtype=x.dtype, device=x.device)))
+        return warp(x, affine_ddf(m, tuple(x.shape[2:])))
 
     # ---------------------------------------------------------------- loss
     def loss(self, batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:

@@ -115,11 +115,14 @@ def downstream(params: Params, study: str, dataset: str, protocol: str, method: 
                 best_metric, best_epoch = val_metric, epoch
                 best_state = copy.deepcopy(model.state_dict())
         model.load_state_dict(best_state)
-        per_case = _evaluate(model, test_ds, spec, cfg, per_case=True)
-        metrics = (summarise(per_case) if spec.task == "segmentation"
-                   else classification_metrics(*_class_outputs(model, test_ds)))
-        if spec.task == "classification":
-            per_case = _class_cases(model, test_ds)
+        if spec.task == "segmentation":
+            per_case = _evaluate(model, test_ds, spec, cfg, per_case=True)
+            metrics = summarise(per_case)
+        else:  # one pass over the test set gives both the metrics and the per-case rows
+            probs, labels, cases = _class_outputs(model, test_ds)
+            metrics = classification_metrics(probs, labels)
+            per_case = [{"case": c, "label": int(y), "prob": float(p[-1]), "correct": bool(p.argmax() == y)}
+                        for c, y, p in zip(cases, labels, probs, strict=True)]
         result = {"study": study, "dataset": dataset, "protocol": protocol, "method": method,
                   "fraction": fraction, "seed": seed, "task": spec.task, "metrics": metrics,
                   "per_case": per_case, "history": history, "best_epoch": best_epoch,
@@ -157,7 +160,8 @@ def predict_segmentation(model: DownstreamModel, image: torch.Tensor, roi: tuple
 def _evaluate(model, ds, spec, cfg, per_case: bool = False):
     model.eval()
     if spec.task == "classification":
-        return classification_metrics(*_class_outputs(model, ds))
+        probs, labels, _ = _class_outputs(model, ds)
+        return classification_metrics(probs, labels)
     cases = []
     for item in eval_loader(ds):
         pred = predict_segmentation(model, item["image"], tuple(cfg.patch), cfg.sw_overlap)
@@ -167,17 +171,12 @@ def _evaluate(model, ds, spec, cfg, per_case: bool = False):
 
 
 @torch.no_grad()
-def _class_outputs(model, ds) -> tuple[np.ndarray, np.ndarray]:
+def _class_outputs(model, ds) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Class probabilities, labels and case ids of every case of ``ds``, in order."""
     model.eval()
-    probs, labels = [], []
+    probs, labels, cases = [], [], []
     for item in eval_loader(ds):
         probs.append(torch.softmax(model(item["image"]), 1)[0].numpy())
         labels.append(int(item["label"][0]))
-    return np.stack(probs), np.array(labels)
-
-
-def _class_cases(model, ds) -> list[dict[str, Any]]:
-    probs, labels = _class_outputs(model, ds)
-    cases = [item["case"][0] for item in eval_loader(ds)]
-    return [{"case": c, "label": int(y), "prob": float(p[-1]), "correct": bool(p.argmax() == y)}
-            for c, y, p in zip(cases, labels, probs, strict=True)]
+        cases.append(item["case"][0])
+    return np.stack(probs), np.array(labels), cases
