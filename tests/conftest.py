@@ -37,6 +37,18 @@ def _tiny_params() -> dict:
     p["backbones"]["unet3d_tiny"]["args"] = {"in_channels": 1, "features": [4, 8, 16], "groups": 2}
     for stage in ("pretrain", "downstream"):
         p[stage].update(epochs=2, steps_per_epoch=2, patch=[16, 16, 16])
+    # template study: 16x16x12 breast phantoms, two rows, a 3-level width-4 net, 3 steps
+    breast = p["datasets"]["phantom_breast"]
+    breast["source"].update(n_cases=5, shape=[32, 32, 12], spacing=[5.0, 5.0, 10.0])
+    breast["recipe"].update(spacing=[10.0, 10.0, 10.0], roi=[16, 16, 12])
+    breast["splits"] = {"validation": 1, "test": 2, "seed": 0}
+    tpl = p["studies"]["template"]
+    tpl["models"] = {k: tpl["models"][k] for k in ("unet", "diffeo_trained")}
+    tpl["train"].update(steps=3, features=[4, 8, 16])
+    # stn study: 64 digits, one epoch, two rows
+    stn = p["studies"]["stn"]
+    stn["models"] = {k: stn["models"][k] for k in ("cnn", "stn_diffeo")}
+    stn.update(n_train=64, n_test=32, epochs=1, seeds=[0])
     return p
 
 

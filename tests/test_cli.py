@@ -10,7 +10,8 @@ import pytest
 from medssl import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["check", "schema", "fetch", "preprocess", "pretrain", "downstream", "table", "init-tracking"]
+STAGES = ["check", "schema", "fetch", "preprocess", "pretrain", "downstream", "template", "stn", "table",
+          "init-tracking"]
 
 
 @pytest.mark.parametrize("stage", STAGES)

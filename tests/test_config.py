@@ -23,6 +23,27 @@ def test_default_params_valid(raw):
     assert p.method_pretrain("genesis").epochs == raw["pretrain"]["epochs"]
 
 
+def test_study_kinds(raw):
+    p = config.parse(raw)
+    assert p.studies["ssl3d"].kind == "ssl"  # no `kind` key: the pre-training study
+    assert isinstance(p.studies["template"], config.TemplateStudySpec)
+    assert isinstance(p.studies["stn"], config.StnStudySpec)
+    assert p.studies_of_kind("template") == ["template"]
+    assert p.study_datasets("template") == ["phantom_breast"]
+    assert p.study_datasets("stn") == []
+    assert p.study_datasets("ssl3d") == sorted({"phantom_corpus", *raw["studies"]["ssl3d"]["datasets"]})
+    assert p.studies["template"].methods == list(raw["studies"]["template"]["models"])
+
+
+def test_schema_accepts_every_study_kind(raw):
+    import jsonschema  # a dependency of snakemake
+    jsonschema.validate(raw, config.json_schema())
+    bad = copy.deepcopy(raw)
+    bad["studies"]["stn"]["epochs"] = 0
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, config.json_schema())
+
+
 def test_committed_schema_is_generated():
     committed = json.loads((ROOT / "workflow/schemas/params.schema.json").read_text())
     assert committed == json.loads(json.dumps(config.json_schema())), "run: medssl schema -o workflow/schemas/params.schema.json"
@@ -40,6 +61,15 @@ def test_committed_schema_is_generated():
         (lambda r: r["studies"]["ssl3d"]["datasets"].append("phantom_corpus"), "has no labels"),
         (lambda r: r["datasets"]["msd_spleen"]["source"].pop("md5"), "needs an md5 or sha256"),
         (lambda r: r["studies"]["ssl3d"].__setitem__("backbone", "vit"), "backbone 'vit' is not defined"),
+        (lambda r: r["studies"]["template"].__setitem__("kind", "templat"), "Input tag 'templat'"),
+        (lambda r: r["studies"]["template"].__setitem__("dataset", "phantom_organs"),
+         "must be a binary segmentation task"),
+        (lambda r: r["studies"]["template"].__setitem__("dataset", "nope"), "dataset 'nope' is not defined"),
+        (lambda r: r["studies"]["template"]["models"]["unet"].__setitem__("kind", "vnet"), "models.unet.kind"),
+        (lambda r: r["studies"]["template"]["train"].__setitem__("bch_order", 4), "bch_order"),
+        (lambda r: r["studies"]["stn"]["models"]["cnn"].__setitem__("kind", "tps"), "models.cnn.kind"),
+        (lambda r: r["studies"]["stn"].__setitem__("max_angle", 270), "max_angle"),
+        (lambda r: r["studies"]["stn"]["models"]["cnn"].__setitem__("penalty_weight", -1), "penalty_weight"),
     ],
 )
 def test_bad_params_name_the_fault(raw, mutate, message):

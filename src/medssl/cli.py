@@ -73,6 +73,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     p = _params(args)
     _known(args.study, p.studies, "study")
+    if p.studies[args.study].kind != "ssl":
+        raise SystemExit(f"error: study {args.study!r} is of kind {p.studies[args.study].kind!r}; "
+                         "only ssl studies pre-train")
     if args.method not in p.studies[args.study].methods:
         raise SystemExit(f"error: method {args.method!r} is not in study {args.study!r}")
     pretrain(p, args.study, args.method, progress=args.progress)
@@ -87,6 +90,24 @@ def cmd_downstream(args: argparse.Namespace) -> int:
     _known(args.dataset, p.datasets, "dataset")
     downstream(p, args.study, args.dataset, args.protocol, args.method, args.fraction, args.seed,
                progress=args.progress)
+    return 0
+
+
+def cmd_template(args: argparse.Namespace) -> int:
+    from medssl.template.study import run_template
+
+    p = _params(args)
+    _known(args.study, p.studies, "study")
+    run_template(p, args.study, args.model, args.seed, progress=args.progress)
+    return 0
+
+
+def cmd_stn(args: argparse.Namespace) -> int:
+    from medssl.stn.study import run_stn
+
+    p = _params(args)
+    _known(args.study, p.studies, "study")
+    run_stn(p, args.study, args.model, args.seed, progress=args.progress)
     return 0
 
 
@@ -113,7 +134,7 @@ def cmd_init_tracking(args: argparse.Namespace) -> int:
 
 def _datasets(p, names: Sequence[str]) -> list[str]:
     if not names:  # the datasets the studies use (what data.dvc tracks)
-        return sorted({d for st in p.studies.values() for d in (st.pretrain_dataset, *st.datasets)})
+        return sorted({d for study in p.studies for d in p.study_datasets(study)})
     if list(names) == ["all"]:
         return sorted(p.datasets)
     for n in names:
@@ -161,6 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("protocol", choices=["linear", "finetune"])
     sp.add_argument("method")
     sp.add_argument("--fraction", type=float, default=1.0, help="label fraction of the training split")
+    sp.add_argument("--seed", type=int, default=0)
+    sp = add("template", cmd_template, "train + evaluate one model of a template study (Tables 2/3 of the "
+             "diffeomorphic template transformers); writes its metrics.json")
+    sp.add_argument("study")
+    sp.add_argument("model", help="a key of the study's models")
+    sp.add_argument("--seed", type=int, default=0)
+    sp = add("stn", cmd_stn, "train + evaluate one classifier of an stn study (Table 1, rotated digits); "
+             "writes its metrics.json")
+    sp.add_argument("study")
+    sp.add_argument("model", help="a key of the study's models")
     sp.add_argument("--seed", type=int, default=0)
     sp = add("table", cmd_table, "write results/<study>/table.{md,tex,csv} from the metrics.json files")
     sp.add_argument("study")

@@ -8,10 +8,10 @@ from :class:`Params` (``medssl schema``) and checked by the test-suite.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from medssl import registry
 
@@ -149,6 +149,10 @@ Protocol = Literal["linear", "finetune"]
 
 
 class StudySpec(_Strict):
+    """A pre-training study (``kind: ssl``, the default): pre-train every method on
+    ``pretrain_dataset``, then run every protocol x dataset x label fraction x seed."""
+
+    kind: Literal["ssl"] = "ssl"
     title: str = ""
     backbone: str
     pretrain_dataset: str
@@ -159,6 +163,108 @@ class StudySpec(_Strict):
     seeds: list[int] = Field(default_factory=lambda: [0])
 
 
+# --------------------------------------------- template transformer study (kind: template)
+class TemplateModelSpec(_Strict):
+    """One row of the template study: a model of :func:`medssl.template.models.build`.
+
+    ``args`` override the row's defaults, e.g. ``{train_mu: true}`` for the
+    Table 3 ablation rows, or ``covariance: isotropic``.
+    """
+
+    kind: Literal["unet", "stt", "diffeo_fixed", "diffeo_trained"]
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class TemplateTrainSpec(_Strict):
+    """Training of every template-study row (paper Sec. 5.1: Adam, lr 2e-4, batch 1, 40k steps,
+    T = 4, alpha = 256, 2nd-order BCH, U-Net widths 16..256; the defaults are the CPU size)."""
+
+    steps: int = Field(60, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(1, ge=1)
+    features: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [8, 16, 32, 64], min_length=2)
+    T: int = Field(4, ge=1)
+    alpha: float = Field(8.0, gt=0)  # paper: 256 (voxels, at 128x128x64); see params.yaml
+    bch_order: Literal[1, 2, 3] = 2
+    num_threads: int = Field(1, ge=1)
+
+
+class TemplateStudySpec(_Strict):
+    """Diffeomorphic template transformers, Tables 2 and 3 (``kind: template``): every
+    model of ``models`` is trained on the training cases of ``dataset`` (a binary
+    segmentation task) and evaluated on its test cases, once per seed."""
+
+    kind: Literal["template"]
+    title: str = ""
+    dataset: str
+    models: dict[str, TemplateModelSpec] = Field(min_length=1)
+    train: TemplateTrainSpec = TemplateTrainSpec()
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.models)
+
+    @property
+    def datasets(self) -> list[str]:
+        return [self.dataset]
+
+
+# --------------------------------------------------- spatial transformer study (kind: stn)
+class StnModelSpec(_Strict):
+    """One row of Table 1: a classifier of :func:`medssl.stn.models.build`.
+
+    ``penalty_weight`` is lambda of the ``||grad v||^2`` penalty (10 in the paper's
+    penalised row); ``args`` go to the STN (``grid``, ``alpha``, ``width``).
+    """
+
+    kind: Literal["cnn", "stn_affine", "stn_nondiffeo", "stn_diffeo"]
+    penalty_weight: float = Field(0.0, ge=0)
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class StnStudySpec(_Strict):
+    """Spatial transformers on rotated digits, Table 1 (``kind: stn``): scikit-learn's
+    bundled 8x8 digits up-sampled to ``size`` and rotated uniformly in
+    ``[-max_angle, max_angle]`` degrees; train/test drawn from disjoint source digits."""
+
+    kind: Literal["stn"]
+    title: str = ""
+    models: dict[str, StnModelSpec] = Field(min_length=1)
+    size: int = Field(32, ge=8)
+    max_angle: float = Field(90.0, ge=0, le=180)
+    n_train: int = Field(2000, ge=1)
+    n_test: int = Field(400, ge=1)
+    epochs: int = Field(8, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
+    num_threads: int = Field(1, ge=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+
+    dataset_name: ClassVar[str] = "rotated_digits"
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.models)
+
+    @property
+    def datasets(self) -> list[str]:
+        return [self.dataset_name]
+
+
+def _study_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return value.get("kind", "ssl")
+    return getattr(value, "kind", "ssl")
+
+
+Study = Annotated[
+    Annotated[StudySpec, Tag("ssl")] | Annotated[TemplateStudySpec, Tag("template")]
+    | Annotated[StnStudySpec, Tag("stn")],
+    Discriminator(_study_kind),
+]
+
+
 class Params(_Strict):
     seed: int = 0
     datasets: dict[str, DatasetSpec]
@@ -166,7 +272,7 @@ class Params(_Strict):
     methods: dict[str, MethodSpec]
     pretrain: PretrainSpec = PretrainSpec()
     downstream: DownstreamSpec = DownstreamSpec()
-    studies: dict[str, StudySpec] = Field(default_factory=dict)
+    studies: dict[str, Study] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _cross_references(self) -> Params:
@@ -184,6 +290,15 @@ class Params(_Strict):
                     f"backbone {name!r}: unknown name {spec.name!r}; known: {', '.join(registry.names('backbone'))}"
                 )
         for sname, study in self.studies.items():
+            if isinstance(study, TemplateStudySpec):
+                _known(f"study {sname!r}: dataset", [study.dataset], self.datasets)
+                ds = self.datasets[study.dataset]
+                if ds.task != "segmentation" or len(ds.classes) != 2:
+                    raise ValueError(f"study {sname!r}: template dataset {study.dataset!r} must be a binary "
+                                     f"segmentation task (two classes), got task {ds.task} with classes {ds.classes}")
+                continue
+            if isinstance(study, StnStudySpec):
+                continue
             _known(f"study {sname!r}: backbone", [study.backbone], self.backbones)
             _known(f"study {sname!r}: method", study.methods, self.methods)
             _known(f"study {sname!r}: dataset", [*study.datasets, study.pretrain_dataset], self.datasets)
@@ -193,6 +308,19 @@ class Params(_Strict):
         return self
 
     # ------------------------------------------------------------ helpers
+    def study_datasets(self, study: str) -> list[str]:
+        """The datasets (from ``datasets``) that ``study`` needs on disk, sorted."""
+        st = self.studies[study]
+        if isinstance(st, StudySpec):
+            return sorted({st.pretrain_dataset, *st.datasets})
+        if isinstance(st, TemplateStudySpec):
+            return [st.dataset]
+        return []  # stn: digits bundled with scikit-learn
+
+    def studies_of_kind(self, kind: str) -> list[str]:
+        """Names of the studies of ``kind`` (``ssl``, ``template``, ``stn``) in file order."""
+        return [name for name, st in self.studies.items() if st.kind == kind]
+
     def method_pretrain(self, method: str) -> PretrainSpec:
         """The pretrain settings of ``method``: the defaults with its overrides."""
         return self.pretrain.model_copy(update=self.methods[method].pretrain)

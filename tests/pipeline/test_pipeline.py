@@ -59,18 +59,32 @@ def test_snakemake_then_dvc_repro(tiny_project):
     finished = con.execute("select count(*) from runs where experiment_id=? and status='FINISHED'", exp).fetchone()[0]
     assert finished == len(runs)
 
+    # The template and stn studies: one metrics.json per model x seed, a row per model, MLflow runs.
+    for name, dataset in (("template", "phantom_breast"), ("stn", "rotated_digits")):
+        spec = params["studies"][name]
+        files = sorted((project / f"results/{name}/runs/{dataset}").rglob("metrics.json"))
+        assert len(files) == len(spec["models"]) * len(spec["seeds"]), name
+        df = pd.read_csv(project / f"results/{name}/table.csv")
+        assert sorted(df["method"].unique()) == sorted(spec["models"]), name
+        exp = con.execute("select experiment_id from experiments where name=?", (name,)).fetchone()
+        assert exp is not None, name
+        n = con.execute("select count(*) from runs where experiment_id=? and status='FINISHED'", exp).fetchone()[0]
+        assert n == len(spec["models"]) * (len(spec["seeds"]) + 1), name  # a parent per model + a child per seed
+
     # A rerun with nothing changed does nothing.
     again = run(["snakemake", "--cores", "2"], project)
     assert "Nothing to be done" in again.stdout + again.stderr
 
     # dvc repro over the same work: Snakemake finds it done, DVC records it; the table is unchanged.
     before = table.read_text()
+    before_template = (project / "results/template/table.csv").read_text()
     run(["git", "init", "-q"], project)
     run(["git", "add", "-A"], project)
     run(["git", "-c", "user.email=ci@medssl", "-c", "user.name=ci", "commit", "-qm", "tiny"], project)
     run(["dvc", "add", "-q", "data/raw"], project)
     run(["dvc", "repro"], project, timeout=900)
     assert table.read_text() == before
+    assert (project / "results/template/table.csv").read_text() == before_template
     status = run(["dvc", "status"], project)
     assert "changed" not in status.stdout, status.stdout
     assert (project / "dvc.lock").is_file()

@@ -43,21 +43,27 @@ def section(obj):
 
 
 def study_datasets(study):
-    st = P.studies[study]
-    return sorted({st.pretrain_dataset, *st.datasets})
+    """The datasets a study needs preprocessed (none for stn: its digits ship with scikit-learn)."""
+    return P.study_datasets(study)
+
+
+def ssl_studies():
+    return P.studies_of_kind("ssl")
 
 
 def study_runs(study):
-    """Every metrics.json of a study's downstream grid."""
+    """Every metrics.json of a study: the downstream grid (ssl) or model x seed (template, stn)."""
     st = P.studies[study]
-    return [
-        str(paths.downstream_metrics(study, d, prot, m, f, s))
-        for d in st.datasets
-        for prot in st.protocols
-        for m in st.methods
-        for f in st.fractions
-        for s in st.seeds
-    ]
+    if st.kind == "ssl":
+        return [
+            str(paths.downstream_metrics(study, d, prot, m, f, s))
+            for d in st.datasets
+            for prot in st.protocols
+            for m in st.methods
+            for f in st.fractions
+            for s in st.seeds
+        ]
+    return [str(paths.method_metrics(study, st.datasets[0], m, s)) for m in st.methods for s in st.seeds]
 
 
 def all_tables():

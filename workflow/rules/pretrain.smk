@@ -22,4 +22,4 @@ rule pretrain:
 
 rule pretrain_all:
     input:
-        [str(paths.backbone_weights(s, m)) for s, st in P.studies.items() for m in st.methods],
+        [str(paths.backbone_weights(s, m)) for s in ssl_studies() for m in P.studies[s].methods],

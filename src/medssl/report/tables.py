@@ -16,7 +16,8 @@ fraction x metric. Conventions:
   whole table.
 * Per column, the best mean is bold and the second best underlined, compared
   at the displayed precision, so displayed ties share a mark. Metrics whose
-  name starts with ``hd`` or ``assd`` or contains ``error`` are lower-is-better
+  name starts with ``hd``, ``assd``, ``hausdorff``, ``neg_jacobian`` or
+  ``components``, or contains ``error``, are lower-is-better
   (↓), the others higher-is-better (↑). Empty cells never win; a column with
   fewer than two filled cells gets no marks.
 """
@@ -40,15 +41,23 @@ if TYPE_CHECKING:
 
 LONG_COLUMNS = ["study", "dataset", "protocol", "method", "fraction", "seed", "task", "metric", "value"]
 REQUIRED_KEYS = ("study", "dataset", "protocol", "method", "fraction", "seed", "task", "metrics")
-HEADLINE: dict[str, list[str]] = {"segmentation": ["dice", "hd95"], "classification": ["auc"]}
+HEADLINE: dict[str, list[str]] = {"segmentation": ["dice", "hd95"], "classification": ["auc"],
+                                  "template": ["dice", "hausdorff", "neg_jacobian_pct", "components"],
+                                  "stn": ["accuracy", "neg_jacobian_pct"]}
+LOWER_PREFIXES = ("hd", "assd", "hausdorff", "neg_jacobian", "components")
 COLUMN_LEVELS = ["dataset", "protocol", "fraction", "metric"]
 EMPTY = "–"
 
 
 def lower_is_better(metric: str) -> bool:
-    """True for distance/error metrics: names starting ``hd``/``assd`` or containing ``error``."""
+    """True for distance/error metrics: names starting with one of :data:`LOWER_PREFIXES` or containing ``error``.
+
+    ``components`` (connected components of a single-object segmentation) is
+    lower-is-better because every non-empty output has at least one; an
+    empty output (0) would win, so read it together with Dice.
+    """
     name = metric.lower()
-    return name.startswith(("hd", "assd")) or "error" in name
+    return name.startswith(LOWER_PREFIXES) or "error" in name
 
 
 # ------------------------------------------------------------------ reading
@@ -365,4 +374,4 @@ def write_study_tables(params: Params, study: str, base: Path | None = None) -> 
         raise ValueError(f"study {study!r} is not defined; defined: {defined}")
     spec = params.studies[study]
     return write_tables(study, spec.methods, base, datasets_order=spec.datasets,
-                        protocols_order=spec.protocols)
+                        protocols_order=getattr(spec, "protocols", None))

@@ -16,6 +16,7 @@ from torch import nn
 
 from medssl.geometry.jacobian import negative_fraction
 from medssl.stn.models import gradient_penalty
+from medssl.train.common import progress_bar
 
 
 def _check_xy(x: torch.Tensor, y: torch.Tensor) -> None:
@@ -24,7 +25,8 @@ def _check_xy(x: torch.Tensor, y: torch.Tensor) -> None:
 
 
 def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 10, lr: float = 1e-3,
-        batch_size: int = 64, seed: int = 0, penalty_weight: float = 0.0) -> list[dict]:
+        batch_size: int = 64, seed: int = 0, penalty_weight: float = 0.0, progress: bool = False,
+        desc: str = "stn") -> list[dict]:
     """Train ``model`` with Adam and cross entropy (paper Sec. 5.1 defaults).
 
     Args:
@@ -36,6 +38,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 10, lr
         seed: seeds the shuffling (and torch's generator).
         penalty_weight: ``lambda`` of the ``||grad v||^2`` penalty on the predicted field
             (ignored for models without a dense field).
+        progress: show a progress bar (labelled ``desc``) over the epochs.
 
     Returns:
         One dict per epoch: ``epoch``, ``loss`` (mean total), ``ce``, ``penalty``.
@@ -55,7 +58,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 10, lr
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999))
     history = []
     model.train()
-    for epoch in range(epochs):
+    for epoch in progress_bar(range(epochs), epochs, desc, progress):
         tot = ce_tot = pen_tot = 0.0
         perm = torch.randperm(x.shape[0], generator=gen)
         for start in range(0, x.shape[0], batch_size):

@@ -128,7 +128,9 @@ class DiffeomorphicTemplateTransformer(nn.Module):
         final_init_std: init std of the last conv (0: output is exactly the prior).
         prior: keyword arguments of :class:`~medssl.geometry.prior.PriorShape`
             (``covariance``, ``mu``, ``sigma2``, ``beta``, ``train_*``);
-            ``sigma2`` defaults to ``(N_k / 4) ** 2``.
+            ``sigma2`` defaults to ``(N_k / 4) ** 2`` (the ``p = 0.5`` boundary is a
+            centred ellipsoid spanning half the volume along each axis), and to
+            ``(mean_k N_k / 4) ** 2`` for ``covariance="isotropic"``.
 
     Raises:
         ValueError: on a bad shape, ``T``, ``bch_order`` or ``integration``.
@@ -149,7 +151,10 @@ class DiffeomorphicTemplateTransformer(nn.Module):
             raise ValueError(f"integration must be one of {METHODS}, got {integration!r}")
         self.shape, self.T, self.bch_order = tuple(shape), T, bch_order
         self.integration, self.steps = integration, steps
-        prior.setdefault("sigma2", [(n / 4.0) ** 2 for n in shape])
+        if prior.get("covariance") == "isotropic":  # one sigma^2: the mean extent
+            prior.setdefault("sigma2", (sum(shape) / len(shape) / 4.0) ** 2)
+        else:
+            prior.setdefault("sigma2", [(n / 4.0) ** 2 for n in shape])
         self.prior = PriorShape(shape, **prior)
         self.net = TemplateNet(2, 3 * T, features, alpha=alpha, final_init_std=final_init_std)
 

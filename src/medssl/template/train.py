@@ -22,6 +22,7 @@ from torch import nn
 
 from medssl.geometry.components import count_components
 from medssl.geometry.jacobian import negative_fraction
+from medssl.train.common import progress_bar
 
 METRICS = ("dice", "hausdorff", "neg_jacobian_pct", "components")
 
@@ -42,7 +43,8 @@ def _positive_int(name: str, value) -> int:
 
 
 def fit(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, steps: int = 100,
-        lr: float = 2e-4, batch_size: int = 1, seed: int = 0) -> dict[str, list[float]]:
+        lr: float = 2e-4, batch_size: int = 1, seed: int = 0, progress: bool = False,
+        desc: str = "template") -> dict[str, list[float]]:
     """Train ``model`` with Adam on ``BCE(prob, mask)`` (Sec. 5.1; the paper: lr 2e-4, batch 1).
 
     Each step draws ``batch_size`` cases without replacement from a generator
@@ -56,6 +58,7 @@ def fit(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, steps: int 
         lr: Adam learning rate (betas 0.9, 0.999).
         batch_size: cases per step, ``<= N``.
         seed: seed of the batch sampler.
+        progress: show a progress bar (labelled ``desc``) over the steps.
 
     Returns:
         ``{"loss": [loss per step]}``.
@@ -74,7 +77,7 @@ def fit(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, steps: int 
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999))
     model.train()
     history: list[float] = []
-    for _ in range(steps):
+    for _ in progress_bar(range(steps), steps, desc, progress):
         idx = torch.randperm(images.shape[0], generator=gen)[:batch_size]
         prob = model(images[idx])["prob"].clamp(1e-6, 1 - 1e-6)
         loss = F.binary_cross_entropy(prob, masks[idx].to(prob.dtype))
