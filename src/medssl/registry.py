@@ -13,12 +13,14 @@ from typing import Any
 
 BACKBONES: dict[str, str] = {
     "unet3d": "medssl.nn.unet3d:UNet3D",
+    "swinunetr": "medssl.nn.swin:SwinUNETRBackbone",
 }
 
 METHODS: dict[str, str] = {
     "scratch": "medssl.methods.scratch:Scratch",
     "genesis": "medssl.methods.genesis:Genesis",
     "gvsl": "medssl.methods.gvsl:GVSL",
+    "s2dc": "medssl.methods.s2dc:S2DC",
 }
 
 _TABLES = {"backbone": BACKBONES, "method": METHODS}
