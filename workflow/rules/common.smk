@@ -18,7 +18,7 @@ except medssl_config.ConfigError as exc:
 # Every job reads the configuration this run was started with (params.yaml
 # merged with any --configfile / --config) from .medssl/params.yaml, written
 # atomically and only when it changed. Rules pass it as `--params`.
-_text = yaml.safe_dump(config, sort_keys=True)
+_text = yaml.safe_dump(config, sort_keys=False)  # key order is row order (e.g. template models)
 _effective = ".medssl/params.yaml"
 if not os.path.exists(_effective) or open(_effective).read() != _text:
     os.makedirs(".medssl", exist_ok=True)
