@@ -51,6 +51,16 @@ def test_loss_is_finite_and_reaches_backbone_heads_and_dustbin(operator):
     assert all(p.grad is None and not p.requires_grad for p in m.teacher.parameters())
 
 
+def test_matching_runs_in_float32_under_bf16_autocast():
+    m = _tiny(iterations=10)
+    t = torch.nn.functional.normalize(torch.randn(2, 27, 128), dim=-1).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        sim, log_assign = m.match(t, t)
+        loss, _ = m.loss(torch.rand(2, 1, 32, 32, 32))
+    assert sim.dtype == log_assign.dtype == torch.float32
+    assert torch.isfinite(loss)
+
+
 def test_each_term_reaches_its_parts():
     m = _tiny(w_global=0.0)
     m.loss(torch.rand(2, 1, 32, 32, 32))[0].backward()

@@ -233,8 +233,8 @@ class S2DC(PretrainMethod):
         Sinkhorn (Alg. 1, with a dustbin: (B, N+1, M+1)) or dual-softmax (D.3),
         both on the similarities divided by λ, in float32 outside autocast.
         """
-        sim = torch.einsum("bnc,bmc->bnm", tokens_a.float(), tokens_b.float())
-        with torch.autocast(device_type=sim.device.type, enabled=False):
+        with torch.autocast(device_type=tokens_a.device.type, enabled=False):  # einsum would run in bf16
+            sim = torch.einsum("bnc,bmc->bnm", tokens_a.float(), tokens_b.float())
             if self.operator == "sinkhorn":
                 log_assign = self.matcher(sim)
             else:
