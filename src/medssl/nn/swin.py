@@ -82,7 +82,8 @@ class SwinUNETRBackbone(SwinUNETR):
     ) -> None:
         if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
             raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
-        if isinstance(feature_size, bool) or not isinstance(feature_size, int) or feature_size % 12 or feature_size < 12:
+        if (isinstance(feature_size, bool) or not isinstance(feature_size, int) or feature_size < 12
+                or feature_size % 12):
             raise ValueError(f"feature_size must be a positive multiple of 12, got {feature_size!r}")
         if len(depths) != 4 or len(num_heads) != 4:
             raise ValueError(f"depths and num_heads need 4 stages, got {tuple(depths)} and {tuple(num_heads)}")
