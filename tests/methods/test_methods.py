@@ -16,7 +16,7 @@ def _backbone():
 
 def test_registry_resolves_and_rejects():
     assert registry.resolve("method", "genesis").__name__ == "Genesis"
-    with pytest.raises(ValueError, match="unknown method 'mae'; known: genesis, gvsl, scratch"):
+    with pytest.raises(ValueError, match="unknown method 'mae'; known: genesis, gvsl, s2dc, scratch"):
         registry.resolve("method", "mae")
 
 
