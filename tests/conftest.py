@@ -37,6 +37,7 @@ def _tiny_params() -> dict:
     p["backbones"]["unet3d_tiny"]["args"] = {"in_channels": 1, "features": [4, 8, 16], "groups": 2}
     for stage in ("pretrain", "downstream"):
         p[stage].update(epochs=2, steps_per_epoch=2, patch=[16, 16, 16])
+    p["methods"]["s2dc"]["args"].update(view=12, patch=4)  # two 12³ views of a 16³ patch, 4³ patches
     # template study: 16x16x12 breast phantoms, two rows, a 3-level width-4 net, 3 steps
     breast = p["datasets"]["phantom_breast"]
     breast["source"].update(n_cases=5, shape=[32, 32, 12], spacing=[5.0, 5.0, 10.0])

@@ -26,3 +26,13 @@ def test_dvc_stages_cover_the_studies(tmp_path):
     for stage in ("data", "pretrain", "downstream@ssl3d", "report@ssl3d", "downstream@template",
                   "report@template", "downstream@stn", "report@stn"):
         assert stage in out, out
+
+
+def test_s2dc_ablation_preset_dry_run(tmp_path):
+    project = copy_project(tmp_path)
+    res = run(["snakemake", "--configfile", "workflow/presets/s2dc_ablation.yaml", "--dry-run", "-p",
+               "results/s2dc_ablation/table.md"], project)
+    out = res.stdout + res.stderr
+    for method in ("s2dc_sinkhorn10", "s2dc_sinkhorn100", "s2dc_dual_softmax"):
+        assert f"medssl pretrain --params .medssl/params.yaml s2dc_ablation {method}" in out, out[-3000:]
+    assert "medssl pretrain --params .medssl/params.yaml ssl3d" not in out  # only the target's DAG
