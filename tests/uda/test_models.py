@@ -93,6 +93,35 @@ def test_margin_and_contrast_alone_reach_the_projection_heads_and_encoder():
     assert all(p.grad is None for p in model.recons.parameters())  # recon weight 0: not in the graph
 
 
+def test_step_assembles_the_negative_bound_from_independently_computed_terms():
+    weights = {"seg": 2.0, "dice": 0.5, "kl": 3.0, "recon": 4.0}
+    model = build("vae", 3, features=FEATURES, seed=0, loss=weights)
+    g = torch.Generator().manual_seed(5)
+    xs, xt = torch.rand(2, 1, 32, 32, generator=g), torch.rand(3, 1, 32, 32, generator=g)
+    ys = torch.randint(0, 3, (2, 32, 32), generator=g)
+    torch.manual_seed(7)
+    terms = step_losses(model, xs, ys, xt)
+    torch.manual_seed(7)  # the same reparameterisation noise
+    out = model(torch.cat([xs, xt]))
+    xb = torch.cat([xs, xt])
+    # KL: closed form per latent element, summed per image, per image pixel, mean over both domains
+    kl = (0.5 * (out["mu"] ** 2 + out["logvar"].exp() - 1 - out["logvar"])).sum((1, 2, 3)) / (32 * 32)
+    assert torch.allclose(terms["kl"], kl.mean(), rtol=1e-5)
+    # prediction term on the source only: full-resolution head = plain cross entropy
+    ce0 = torch.nn.functional.cross_entropy(out["logits"][0][:2], ys)
+    ce1_target = torch.nn.functional.avg_pool2d(torch.nn.functional.one_hot(ys, 3).permute(0, 3, 1, 2).float(), 2)
+    ce1 = -(ce1_target * torch.log_softmax(out["logits"][1][:2], 1)).sum(1).mean()
+    assert terms["seg"].item() > ce0.item() + ce1.item()  # the third head adds a positive term
+    # reconstruction: both domains, every scale
+    rec = sum(((r - (torch.nn.functional.avg_pool2d(xb, 2 ** n) if n else xb)) ** 2).mean()
+              for n, r in enumerate(out["recon"]))
+    assert torch.allclose(terms["recon"], rec, rtol=1e-5)
+    total = 2.0 * terms["seg"] + 0.5 * terms["dice"] + 3.0 * terms["kl"] + 4.0 * terms["recon"]
+    assert torch.allclose(terms["loss"], total, rtol=1e-6)
+    assert min(float(terms[k].detach()) for k in ("seg", "dice", "kl", "recon")) > 0  # -ELBO terms are >= 0
+    assert float(terms["contrast"]) == float(terms["margin"]) == 0.0
+
+
 @pytest.mark.parametrize(("call", "match"), [
     (lambda: build("sifa", 4), "method must be one of"),
     (lambda: build("cmevae", 4, loss={"gamma": 1.0}), "unknown loss settings"),
