@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import threading
@@ -59,11 +60,10 @@ def one(method: str, source: str, target: str, n: int, test: int, steps: int, ep
     res = evaluate(model, tgt_test.x, tgt_test.y, CLASSES, tgt_test.spacing, tgt_test.groups)
     done.set()
     sampler.join()
-    import resource
-
     return {**res, "epoch_s": sum(h["seconds"] for h in hist) / len(hist), "train_s": train_s,
             "final_loss": hist[-1]["loss"], "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
-            "peak_rss_MiB": peak[0] / 2**20, "ru_maxrss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10}
+            "peak_rss_MiB": peak[0] / 2**20,
+            "ru_maxrss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10}
 
 
 def main() -> None:
@@ -103,7 +103,8 @@ def main() -> None:
             missed = sum(r[f"empty_pred_{c}"] for c in cls)
             print(f"| {direction} | {method} | " + " | ".join(f"{r[f'dice_{c}']:.3f}" for c in cls)
                   + f" | {r['dice']:.3f} | " + " | ".join(f"{r[f'assd_{c}']:.2f}" for c in cls)
-                  + f" | {r['assd']:.2f} | {missed} | {r['epoch_s']:.1f} | {r['train_s']:.0f} | {r['peak_rss_MiB']:.0f} |",
+                  + f" | {r['assd']:.2f} | {missed} | {r['epoch_s']:.1f} | {r['train_s']:.0f}"
+                  + f" | {r['peak_rss_MiB']:.0f} |",
                   flush=True)
 
 

@@ -190,8 +190,8 @@ def generate_cardiac(shape: tuple[int, int, int], spacing: tuple[float, float, f
         tissue[core & _ellipse(x, y, cx + 62.0, cy + 8.0, 0.6 * lr[0], lr[0], 0.2)] = _TISSUES.index("lung")
         tissue[core & _ellipse(x, y, cx - 66.0, cy + 12.0, 0.55 * lr[1], lr[1], -0.2)] = _TISSUES.index("lung")
         liver_r, liver_dx = p["liver"]
-        tissue[core & _ellipse(x, y, cx - 38.0 + liver_dx, cy + 52.0, liver_r * (0.4 + t), 0.7 * liver_r * (0.4 + t))] = \
-            _TISSUES.index("liver")
+        liver = _ellipse(x, y, cx - 38.0 + liver_dx, cy + 52.0, liver_r * (0.4 + t), 0.7 * liver_r * (0.4 + t))
+        tissue[core & liver] = _TISSUES.index("liver")
         sx_, sy_ = p["spine"]
         tissue[core & _ellipse(x, y, sx_, cy + 66.0 + sy_, 14.0, 12.0)] = _TISSUES.index("bone")
         tissue[core & _ellipse(x, y, sx_ + 22.0, cy + 50.0 + sy_, 10.0, 10.0)] = _TISSUES.index("blood")

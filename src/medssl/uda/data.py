@@ -124,7 +124,8 @@ def load_slices(entries: Sequence[Mapping[str, str]], normalize: bool = True, at
                     raise ValueError(f"image {path} has spacing {zooms}, the first volume {spacing}")
             arrays.append(arr)
         if arrays[0].shape != arrays[1].shape:
-            raise ValueError(f"label {e['label']} has shape {arrays[1].shape}, its image {e['image']} {arrays[0].shape}")
+            raise ValueError(f"label {e['label']} has shape {arrays[1].shape}, "
+                             f"its image {e['image']} {arrays[0].shape}")
         if vols and arrays[0].shape[:2] != vols[0][1].shape[:2]:
             raise ValueError(f"image {e['image']} is {arrays[0].shape[:2]} in-plane, the first volume "
                              f"{vols[0][1].shape[:2]}")

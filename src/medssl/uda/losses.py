@@ -121,7 +121,8 @@ def sample_anchors(embed: torch.Tensor, labels: torch.Tensor, per_class: int,
                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Up to ``per_class`` random pixels of each class (ignoring -1): ``(N, D)`` embeddings, ``(N,)`` labels."""
     if embed.ndim != 4 or labels.shape != (embed.shape[0], *embed.shape[2:]):
-        raise ValueError(f"embed (B, D, h, w) and labels (B, h, w) disagree: {tuple(embed.shape)}, {tuple(labels.shape)}")
+        raise ValueError(f"embed (B, D, h, w) and labels (B, h, w) disagree: "
+                         f"{tuple(embed.shape)}, {tuple(labels.shape)}")
     flat = embed.permute(0, 2, 3, 1).reshape(-1, embed.shape[1])
     lab = labels.reshape(-1)
     picks = []

@@ -93,7 +93,8 @@ class CMEVAENet(nn.Module):
                  latent_channels: int | None = None, n_scales: int = 3, variational: bool = True,
                  reconstruct: bool = True, embed_dim: int = 32, memory_size: int = 50,
                  scale_weights: Sequence[float] | None = None,
-                 norm: str | tuple = ("instance", {"affine": True}), act: str | tuple = ("leakyrelu", {"negative_slope": 0.1}),
+                 norm: str | tuple = ("instance", {"affine": True}),
+                 act: str | tuple = ("leakyrelu", {"negative_slope": 0.1}),
                  method: str = "cmevae", loss: dict | None = None) -> None:
         super().__init__()
         if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:

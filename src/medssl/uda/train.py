@@ -117,7 +117,8 @@ def step_losses(model: CMEVAENet, xs: torch.Tensor, ys: torch.Tensor, xt: torch.
         mem, n_scales = model.memory, model.n_scales
         contrast, margin, pushes = zero, zero, []
         for n in range(n_scales):
-            a, lab = sample_anchors(out_s["embed"][n], pixel_labels(ys, model.n_classes, n), int(w["anchors"]), generator)
+            a, lab = sample_anchors(out_s["embed"][n], pixel_labels(ys, model.n_classes, n), int(w["anchors"]),
+                                    generator)
             pushes.append((n, a.detach(), lab))
             if use_target_anchors and out_t is not None:
                 at, lt = sample_anchors(out_t["embed"][n], pseudo_labels(out_t["logits"][n], w["pseudo_threshold"]),
