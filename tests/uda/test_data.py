@@ -40,6 +40,16 @@ def test_slices_groups_and_spacing(volumes):
     assert float(s.x.min()) == 0.0 and float(s.x.max()) == 1.0
 
 
+def test_images_only_for_the_unlabelled_target(volumes, tmp_path):
+    entries = [{"case": e["case"], "image": e["image"], "label": str(tmp_path / "absent.nii.gz")} for e in volumes]
+    s = load_slices(entries, labels=False)  # the label paths are never opened
+    assert s.y is None and s.x.shape == (5, 1, 16, 12) and s.groups == [("p1", 0, 3), ("p2", 3, 5)]
+    assert torch.equal(s.x, load_slices(volumes).x)
+    assert load_slices([{"image": volumes[0]["image"]}], labels=False).groups == [("p1_img.nii.gz", 0, 3)]
+    with pytest.raises(ValueError, match="has no 'label'"):
+        load_slices([{"image": volumes[0]["image"]}])
+
+
 def test_errors_name_the_file(volumes, tmp_path):
     bad = dict(volumes[0], label=_save(tmp_path / "short.nii.gz", np.zeros((16, 12, 2), np.uint8)))
     with pytest.raises(ValueError, match="short.nii.gz"):

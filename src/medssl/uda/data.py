@@ -2,7 +2,8 @@
 
 * :func:`load_slices` reads preprocessed NIfTI volumes ``(H, W, S)`` of a
   datalist (nibabel) and returns their slices with the per-case grouping
-  needed to score each subject in 3D.
+  needed to score each subject in 3D (``labels=False`` reads the images
+  only, for the unlabelled target domain).
 * :func:`phantom_slices` does the same for in-memory cardiac phantoms
   (:func:`medssl.data.cardiac.generate_cardiac`), for tests and benchmarks.
 
@@ -27,13 +28,13 @@ class Slices(NamedTuple):
 
     Attributes:
         x: ``(N, 1, H, W)`` float32 images.
-        y: ``(N, H, W)`` long labels.
+        y: ``(N, H, W)`` long labels, or None for images read without labels (an unlabelled target).
         groups: ``(case, start, stop)`` per volume: its slices are ``x[start:stop]``, in order.
         spacing: ``(sx, sy, sz)`` mm, shared by all volumes (``spacing[:2]`` is the in-plane spacing).
     """
 
     x: torch.Tensor
-    y: torch.Tensor
+    y: torch.Tensor | None
     groups: list[tuple[str, int, int]]
     spacing: tuple[float, float, float]
 
@@ -46,17 +47,24 @@ def robust_scale(image: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.
     return np.clip((image - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
-def stack_volumes(volumes: Iterable[tuple[str, np.ndarray, np.ndarray]], spacing: Sequence[float],
+def stack_volumes(volumes: Iterable[tuple[str, np.ndarray, np.ndarray | None]], spacing: Sequence[float],
                   normalize: bool = True) -> Slices:
     """Slices of ``(case, image (H, W, S), label (H, W, S))`` volumes, all of one in-plane size.
+
+    Labels are all arrays or all None (then ``Slices.y`` is None).
 
     Raises:
         ValueError: an image and its label differ in shape, a volume is not 3D, or the in-plane
             size differs from the first volume's (naming the case).
     """
-    xs, ys, groups, start, hw = [], [], [], 0, None
+    xs, ys, groups, start, hw, with_labels = [], [], [], 0, None, None
     for case, image, label in volumes:
-        image, label = np.asarray(image), np.asarray(label)
+        if with_labels is None:
+            with_labels = label is not None
+        elif with_labels != (label is not None):
+            raise ValueError(f"case {case!r}: either every volume has a label or none has")
+        image = np.asarray(image)
+        label = np.asarray(label) if with_labels else np.zeros(image.shape, np.int64)
         if image.ndim != 3 or image.shape != label.shape:
             raise ValueError(f"case {case!r}: image {image.shape} and label {label.shape} must be the same (H, W, S)")
         if hw is None:
@@ -76,10 +84,12 @@ def stack_volumes(volumes: Iterable[tuple[str, np.ndarray, np.ndarray]], spacing
     sp = tuple(float(s) for s in spacing)
     if len(sp) != 3:
         raise ValueError(f"spacing must be (sx, sy, sz), got {spacing!r}")
-    return Slices(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)), groups, sp)
+    y = torch.from_numpy(np.concatenate(ys)) if with_labels else None
+    return Slices(torch.from_numpy(np.concatenate(xs)), y, groups, sp)
 
 
-def load_slices(entries: Sequence[Mapping[str, str]], normalize: bool = True, atol: float = 1e-3) -> Slices:
+def load_slices(entries: Sequence[Mapping[str, str]], normalize: bool = True, atol: float = 1e-3,
+                labels: bool = True) -> Slices:
     """Read datalist entries ``{"case", "image", "label"}`` (absolute NIfTI paths) into 2D slices.
 
     Volumes are ``(H, W, S)`` with the slices along the last axis (preprocessed data), all
@@ -89,6 +99,8 @@ def load_slices(entries: Sequence[Mapping[str, str]], normalize: bool = True, at
         entries: datalist entries; ``case`` defaults to the image file name.
         normalize: scale each volume to [0, 1] (:func:`robust_scale`).
         atol: tolerance (mm) on spacings agreeing between volumes.
+        labels: read the labels (False: images only, ``"label"`` not needed and never opened,
+            ``Slices.y`` is None — for the unlabelled target domain).
 
     Returns:
         :class:`Slices` (``x``, ``y``, ``groups``, ``spacing``).
@@ -100,12 +112,13 @@ def load_slices(entries: Sequence[Mapping[str, str]], normalize: bool = True, at
     import nibabel as nib
 
     vols, spacing = [], None
+    keys = ("image", "label") if labels else ("image",)
     for e in entries:
-        for key in ("image", "label"):
+        for key in keys:
             if key not in e:
                 raise ValueError(f"datalist entry {dict(e)!r} has no {key!r}")
         arrays = []
-        for key in ("image", "label"):
+        for key in keys:
             path = Path(e[key])
             try:
                 img = nib.load(str(path))
@@ -123,13 +136,14 @@ def load_slices(entries: Sequence[Mapping[str, str]], normalize: bool = True, at
                 elif not np.allclose(zooms, spacing, atol=atol):
                     raise ValueError(f"image {path} has spacing {zooms}, the first volume {spacing}")
             arrays.append(arr)
-        if arrays[0].shape != arrays[1].shape:
+        if labels and arrays[0].shape != arrays[1].shape:
             raise ValueError(f"label {e['label']} has shape {arrays[1].shape}, "
                              f"its image {e['image']} {arrays[0].shape}")
         if vols and arrays[0].shape[:2] != vols[0][1].shape[:2]:
             raise ValueError(f"image {e['image']} is {arrays[0].shape[:2]} in-plane, the first volume "
                              f"{vols[0][1].shape[:2]}")
-        vols.append((str(e.get("case", Path(e["image"]).name)), arrays[0].astype(np.float32), arrays[1]))
+        vols.append((str(e.get("case", Path(e["image"]).name)), arrays[0].astype(np.float32),
+                     arrays[1] if labels else None))
     if not vols:
         raise ValueError("entries is empty")
     return stack_volumes(vols, spacing, normalize)
