@@ -50,6 +50,8 @@ def test_sampling_only_in_training_and_baselines():
     assert model.loss["contrast"] == model.loss["margin"] == 0.0 and model.loss["kl"] > 0
     cm = build("cmevae", 4, features=FEATURES)
     assert cm.loss["contrast"] > 0 and cm.loss["margin"] > 0 and cm.memory is not None
+    yaml_style = build("vae", 4, features=list(FEATURES), norm=["instance", {"affine": True}], act=["relu", {}])
+    assert yaml_style(x)["prob"].shape == (2, 4, 32, 32)  # lists from a config file work as MONAI tuples
     # same seed, same initial weights
     assert torch.equal(build("vae", 4, features=FEATURES, seed=3).mu.conv.weight, model.mu.conv.weight)
 

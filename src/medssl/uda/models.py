@@ -106,6 +106,8 @@ class CMEVAENet(nn.Module):
             raise ValueError(f"n_scales must be an int in 1..4, got {n_scales!r}")
         if embed_dim < 0 or memory_size < 1:
             raise ValueError(f"embed_dim must be >= 0 and memory_size >= 1, got {embed_dim!r}, {memory_size!r}")
+        norm = tuple(norm) if isinstance(norm, list) else norm  # YAML gives lists; MONAI wants (name, args)
+        act = tuple(act) if isinstance(act, list) else act
         lat = int(latent_channels or features[-1])
         if scale_weights is None:
             scale_weights = [2.0 ** -n for n in range(n_scales)]
