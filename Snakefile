@@ -14,6 +14,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/downstream.smk"
 include: "workflow/rules/template.smk"
+include: "workflow/rules/uda.smk"
 include: "workflow/rules/report.smk"
 
 

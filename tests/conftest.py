@@ -50,6 +50,17 @@ def _tiny_params() -> dict:
     stn = p["studies"]["stn"]
     stn["models"] = {k: stn["models"][k] for k in ("cnn", "stn_diffeo")}
     stn.update(n_train=64, n_test=32, epochs=1, seeds=[0])
+    # uda2d study: 4 + 2 subjects of 64x64x2 (at 3 mm), a 16-32 ... net, 2 epochs of 2 steps
+    for name in ("phantom_cmr_bssfp", "phantom_cmr_lge"):
+        ds = p["datasets"][name]
+        ds["source"].update(n_cases=6, shape=[32, 32, 2], spacing=[3.0, 3.0, 10.0])
+        ds["recipe"].update(spacing=[3.0, 3.0, 10.0], roi=[32, 32, 2])
+        ds["splits"] = {"validation": 0, "test": 2, "seed": 0}
+    uda = p["studies"]["uda2d"]
+    uda["net"].update(features=[4, 4, 8, 8, 8], embed_dim=8, memory_size=6)
+    for d in uda["directions"]:
+        d["epochs"] = 2
+    uda["train"].update(steps_per_epoch=2, batch_size=2)
     return p
 
 

@@ -10,7 +10,7 @@ import pytest
 from medssl import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["check", "schema", "fetch", "preprocess", "pretrain", "downstream", "template", "stn", "table",
+STAGES = ["check", "schema", "fetch", "preprocess", "pretrain", "downstream", "template", "stn", "uda", "table",
           "init-tracking"]
 
 

@@ -111,6 +111,15 @@ def cmd_stn(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_uda(args: argparse.Namespace) -> int:
+    from medssl.uda.study import run_uda
+
+    p = _params(args)
+    _known(args.study, p.studies, "study")
+    run_uda(p, args.study, args.method, args.direction, args.seed, progress=args.progress)
+    return 0
+
+
 def cmd_table(args: argparse.Namespace) -> int:
     from medssl.report.tables import write_study_tables
 
@@ -192,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
              "writes its metrics.json")
     sp.add_argument("study")
     sp.add_argument("model", help="a key of the study's models")
+    sp.add_argument("--seed", type=int, default=0)
+    sp = add("uda", cmd_uda, "train one method of a uda study on a labelled source and an unlabelled target "
+             "modality, evaluate on the target; writes its metrics.json")
+    sp.add_argument("study")
+    sp.add_argument("method", help="a key of the study's models")
+    sp.add_argument("direction", help="a direction of the study (its name, or <source>_to_<target>)")
     sp.add_argument("--seed", type=int, default=0)
     sp = add("table", cmd_table, "write results/<study>/table.{md,tex,csv} from the metrics.json files")
     sp.add_argument("study")

@@ -28,13 +28,14 @@ class SyntheticSource(_Strict):
     """Built-in phantoms (:mod:`medssl.data.synthetic`), deterministic by seed."""
 
     kind: Literal["synthetic"]
-    generator: Literal["torso", "breast"] = "torso"
-    labels: Literal["none", "organs", "heart", "vessels", "lesion", "breast"] = "none"
+    generator: Literal["torso", "breast", "cardiac"] = "torso"
+    labels: Literal["none", "organs", "heart", "vessels", "lesion", "breast", "cardiac"] = "none"
     n_cases: int = Field(ge=1)
     seed: int = 0
     shape: IntTriple = (64, 64, 32)
     spacing: Triple = (4.0, 4.0, 8.0)
     lesion_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    contrast: Literal["bssfp", "lge"] = "bssfp"  # MR sequence of the cardiac generator
 
 
 class UrlSource(_Strict):
@@ -252,6 +253,71 @@ class StnStudySpec(_Strict):
         return [self.dataset_name]
 
 
+# ------------------------------------------------ cross-modality adaptation study (kind: uda)
+class UdaMethodSpec(_Strict):
+    """One row of the uda study: a network of :func:`medssl.uda.models.build`.
+
+    ``kind``: ``source_only`` (U-Net trained on the source only), ``vae`` (the
+    VAE without the contrastive and margin terms, UDA-VAE-like) or ``cmevae``.
+    ``args`` are network arguments and ``loss`` overrides (see ``build``).
+    """
+
+    kind: Literal["source_only", "vae", "cmevae"]
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class UdaDirection(_Strict):
+    """One adaptation direction: labelled ``source`` -> unlabelled ``target``, with its epochs."""
+
+    source: str
+    target: str
+    epochs: int = Field(ge=1)
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_\-]+$")  # column / folder name
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.source}_to_{self.target}"
+
+
+class UdaTrainSpec(_Strict):
+    """Training of every uda row (CMEVAE supplement: Adam; 30 / 10 epochs for the two directions)."""
+
+    steps_per_epoch: int | None = Field(None, ge=1)  # None: one pass over the source slices
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    num_threads: int = Field(1, ge=1)
+
+
+class UdaStudySpec(_Strict):
+    """Cross-modality unsupervised domain adaptation (``kind: uda``): every method is
+    trained on the labelled ``training`` slices of the source and the unlabelled
+    ``training`` slices of the target, and scored on the target's ``test`` cases
+    (Dice per class and mean, ASSD), once per direction and seed."""
+
+    kind: Literal["uda"]
+    title: str = ""
+    models: dict[str, UdaMethodSpec] = Field(min_length=1)
+    net: dict[str, Any] = Field(default_factory=dict)  # network arguments shared by every row
+    directions: list[UdaDirection] = Field(min_length=1)
+    train: UdaTrainSpec = UdaTrainSpec()
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.models)
+
+    @property
+    def datasets(self) -> list[str]:
+        """The direction labels: the table's column groups."""
+        return [d.label for d in self.directions]
+
+    def direction(self, label: str) -> UdaDirection:
+        for d in self.directions:
+            if d.label == label:
+                return d
+        raise ValueError(f"direction {label!r} is not in the study; its directions: {', '.join(self.datasets)}")
+
+
 def _study_kind(value: Any) -> str:
     if isinstance(value, dict):
         return value.get("kind", "ssl")
@@ -260,7 +326,7 @@ def _study_kind(value: Any) -> str:
 
 Study = Annotated[
     Annotated[StudySpec, Tag("ssl")] | Annotated[TemplateStudySpec, Tag("template")]
-    | Annotated[StnStudySpec, Tag("stn")],
+    | Annotated[StnStudySpec, Tag("stn")] | Annotated[UdaStudySpec, Tag("uda")],
     Discriminator(_study_kind),
 ]
 
@@ -299,6 +365,21 @@ class Params(_Strict):
                 continue
             if isinstance(study, StnStudySpec):
                 continue
+            if isinstance(study, UdaStudySpec):
+                labels = [d.label for d in study.directions]
+                if len(set(labels)) != len(labels):
+                    raise ValueError(f"study {sname!r}: direction names repeat: {labels}")
+                for d in study.directions:
+                    _known(f"study {sname!r}: direction {d.label!r}: dataset", [d.source, d.target], self.datasets)
+                    src, tgt = self.datasets[d.source], self.datasets[d.target]
+                    for name, ds in ((d.source, src), (d.target, tgt)):
+                        if ds.task != "segmentation":
+                            raise ValueError(f"study {sname!r}: dataset {name!r} must be a segmentation task, "
+                                             f"got {ds.task}")
+                    if src.classes != tgt.classes:
+                        raise ValueError(f"study {sname!r}: direction {d.label!r}: source classes {src.classes} "
+                                         f"differ from target classes {tgt.classes}")
+                continue
             _known(f"study {sname!r}: backbone", [study.backbone], self.backbones)
             _known(f"study {sname!r}: method", study.methods, self.methods)
             _known(f"study {sname!r}: dataset", [*study.datasets, study.pretrain_dataset], self.datasets)
@@ -315,10 +396,12 @@ class Params(_Strict):
             return sorted({st.pretrain_dataset, *st.datasets})
         if isinstance(st, TemplateStudySpec):
             return [st.dataset]
+        if isinstance(st, UdaStudySpec):
+            return sorted({n for d in st.directions for n in (d.source, d.target)})
         return []  # stn: digits bundled with scikit-learn
 
     def studies_of_kind(self, kind: str) -> list[str]:
-        """Names of the studies of ``kind`` (``ssl``, ``template``, ``stn``) in file order."""
+        """Names of the studies of ``kind`` (``ssl``, ``template``, ``stn``, ``uda``) in file order."""
         return [name for name, st in self.studies.items() if st.kind == kind]
 
     def method_pretrain(self, method: str) -> PretrainSpec:

@@ -60,16 +60,17 @@ def test_snakemake_then_dvc_repro(tiny_project):
     assert finished == len(runs)
 
     # The template and stn studies: one metrics.json per model x seed, a row per model, MLflow runs.
-    for name, dataset in (("template", "phantom_breast"), ("stn", "rotated_digits")):
+    for name, n_groups in (("template", 1), ("stn", 1), ("uda2d", 2)):
         spec = params["studies"][name]
-        files = sorted((project / f"results/{name}/runs/{dataset}").rglob("metrics.json"))
-        assert len(files) == len(spec["models"]) * len(spec["seeds"]), name
+        files = sorted((project / f"results/{name}/runs").rglob("metrics.json"))
+        assert len(files) == n_groups * len(spec["models"]) * len(spec["seeds"]), name
         df = pd.read_csv(project / f"results/{name}/table.csv")
         assert sorted(df["method"].unique()) == sorted(spec["models"]), name
         exp = con.execute("select experiment_id from experiments where name=?", (name,)).fetchone()
         assert exp is not None, name
         n = con.execute("select count(*) from runs where experiment_id=? and status='FINISHED'", exp).fetchone()[0]
-        assert n == len(spec["models"]) * (len(spec["seeds"]) + 1), name  # a parent per model + a child per seed
+        # a parent per model x dataset (direction) + a child per seed
+        assert n == n_groups * len(spec["models"]) * (len(spec["seeds"]) + 1), name
 
     # A rerun with nothing changed does nothing.
     again = run(["snakemake", "--cores", "2"], project)

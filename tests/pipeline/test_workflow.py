@@ -16,7 +16,8 @@ def test_slurm_profile_dry_run(tmp_path):
     res = run(["snakemake", "--profile", "workflow/profiles/slurm", "--dry-run"], project)
     out = res.stdout + res.stderr
     assert "downstream" in out and "pretrain" in out and "This was a dry-run" in out
-    assert "template" in out and "stn" in out  # every study kind reaches the cluster
+    for rule in ("template", "stn", "uda"):  # every study kind reaches the cluster
+        assert f"rule {rule}:" in out, rule
 
 
 def test_dvc_stages_cover_the_studies(tmp_path):
@@ -24,7 +25,7 @@ def test_dvc_stages_cover_the_studies(tmp_path):
     run(["git", "init", "-q"], project)
     out = run(["dvc", "stage", "list"], project).stdout
     for stage in ("data", "pretrain", "downstream@ssl3d", "report@ssl3d", "downstream@template",
-                  "report@template", "downstream@stn", "report@stn"):
+                  "report@template", "downstream@stn", "report@stn", "downstream@uda2d", "report@uda2d"):
         assert stage in out, out
 
 

@@ -1,6 +1,7 @@
 # Validation of the configuration and the path helpers every rule uses.
 import json
 import os
+import re
 
 import yaml
 from snakemake.exceptions import WorkflowError
@@ -52,7 +53,7 @@ def ssl_studies():
 
 
 def study_runs(study):
-    """Every metrics.json of a study: the downstream grid (ssl) or model x seed (template, stn)."""
+    """Every metrics.json of a study: the downstream grid (ssl) or dataset/direction x model x seed."""
     st = P.studies[study]
     if st.kind == "ssl":
         return [
@@ -63,7 +64,7 @@ def study_runs(study):
             for f in st.fractions
             for s in st.seeds
         ]
-    return [str(paths.method_metrics(study, st.datasets[0], m, s)) for m in st.methods for s in st.seeds]
+    return [str(paths.method_metrics(study, d, m, s)) for d in st.datasets for m in st.methods for s in st.seeds]
 
 
 def all_tables():

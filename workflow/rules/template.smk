@@ -1,7 +1,6 @@
 # Diffeomorphic template transformers: the template study (Tables 2/3, one job per
 # model x seed on a preprocessed binary segmentation dataset) and the stn study
 # (Table 1, one job per classifier x seed on rotated digits).
-import re
 
 _TEMPLATE = P.studies_of_kind("template")
 _STN = P.studies_of_kind("stn")

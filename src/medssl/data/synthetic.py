@@ -17,6 +17,11 @@ image is stored with an LPS-like affine ``diag(-sx, -sy, sz)`` (see
 preprocessing has to reorient. A ``lesion_fraction`` share of subjects
 (whatever the label set) carries one soft-tissue lesion in a lung.
 
+Two MR generators share the layout: ``breast`` (:mod:`medssl.data.breast`,
+one fibroglandular target for the template study) and ``cardiac``
+(:mod:`medssl.data.cardiac`, short-axis bSSFP or LGE stacks labelled LV,
+myocardium, RV for the uda2d study; ``contrast`` picks the sequence).
+
 :func:`write_dataset` writes the Medical Segmentation Decathlon layout
 (``imagesTr/``, ``labelsTr/``, ``dataset.json``) byte-for-byte
 deterministically, so a fresh fetch matches ``data.dvc``.
@@ -36,6 +41,8 @@ from medssl.data import anatomy, deform
 from medssl.data.anatomy import STRUCTURES
 from medssl.data.breast import STRUCTURES as BREAST_STRUCTURES
 from medssl.data.breast import generate_breast
+from medssl.data.cardiac import CLASSES as CARDIAC_CLASSES
+from medssl.data.cardiac import generate_cardiac
 from medssl.io import save_nifti, write_json
 
 __all__ = ["CLASSES", "STRUCTURES", "Phantom", "generate", "has_lesion", "label_map", "write_dataset"]
@@ -48,7 +55,10 @@ CLASSES: dict[str, list[str]] = {
     "lesion": ["no_lesion", "lesion"],
     "none": [],
     "breast": ["background", "fibroglandular"],
+    "cardiac": list(CARDIAC_CLASSES),
 }
+#: Generators whose label set is their own (and only theirs); the torso takes the others.
+_OWN_LABELS = {"breast": "breast", "cardiac": "cardiac"}
 
 # Fine-grained structures making up each class (unlisted structures are background).
 _GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -84,7 +94,8 @@ class Phantom:
         image: float32 HU, shape ``source.shape``, voxel order (i, j, k).
         structures: uint8 fine-grained structure ids (:data:`STRUCTURES`).
         affine: 4x4 float64 voxel -> world (RAS mm, NIfTI convention), LPS-like.
-        displacement: float32 (i, j, k, 3): template position - subject world position (mm).
+        displacement: float32 (i, j, k, 3): template position - subject world position (mm);
+            empty for the cardiac generator, which keeps no template map.
         lesion: 1 when the subject has a lung lesion, else 0.
     """
 
@@ -98,11 +109,12 @@ class Phantom:
 def _check(source: SyntheticSource, index: int) -> None:
     if not isinstance(source, SyntheticSource):
         raise ValueError(f"source must be a SyntheticSource, got {type(source).__name__}")
-    if source.generator not in ("torso", "breast"):
-        raise ValueError(f"unknown phantom generator {source.generator!r}; known: torso, breast")
-    if (source.generator == "breast") != (source.labels == "breast"):
-        raise ValueError(f"labels 'breast' go with generator 'breast' (and only with it), got generator "
-                         f"{source.generator!r} with labels {source.labels!r}")
+    if source.generator not in ("torso", *_OWN_LABELS):
+        raise ValueError(f"unknown phantom generator {source.generator!r}; known: torso, {', '.join(_OWN_LABELS)}")
+    for gen, labels in _OWN_LABELS.items():
+        if (source.generator == gen) != (source.labels == labels):
+            raise ValueError(f"labels {labels!r} go with generator {gen!r} (and only with it), got generator "
+                             f"{source.generator!r} with labels {source.labels!r}")
     if source.seed < 0:
         raise ValueError(f"source.seed must be >= 0, got {source.seed}")
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
@@ -162,6 +174,10 @@ def generate(source: SyntheticSource, index: int) -> Phantom:
     if source.generator == "breast":
         image, structures, affine, displacement = generate_breast(source.shape, source.spacing, source.seed, int(index))
         return Phantom(image, structures, affine, displacement, 0)
+    if source.generator == "cardiac":  # structures are the labels; no ground-truth displacement
+        image, label, affine = generate_cardiac(tuple(source.shape), tuple(source.spacing), source.seed, int(index),
+                                                source.contrast)
+        return Phantom(image, label, affine, np.zeros((0,), np.float32), 0)
     geom = geometry(source)
     subject = deform.sample_subject(geom, source.seed, int(index), source.lesion_fraction)
     p = deform.template_coordinates(subject, geom)
@@ -185,10 +201,15 @@ def label_map(phantom: Phantom, labels: str) -> np.ndarray | int:
         return int(phantom.lesion)
     if labels == "breast":
         return (phantom.structures == BREAST_STRUCTURES["fibroglandular"]).astype(np.uint8)
+    if labels == "cardiac":
+        return phantom.structures.astype(np.uint8)
     if labels not in _LUTS:
         raise ValueError(f"label set {labels!r} has no labels; labelled sets: "
-                         f"{', '.join([*_LUTS, 'lesion', 'breast'])}")
+                         f"{', '.join([*_LUTS, 'lesion', *_OWN_LABELS])}")
     return _LUTS[labels][phantom.structures]
+
+
+_KIND = {"torso": "CT torso", "breast": "MR breast", "cardiac": "short-axis cardiac MR"}
 
 
 def write_dataset(out_dir: Path, source: SyntheticSource, progress: bool = True, name: str = "phantom") -> list[Path]:
@@ -213,7 +234,7 @@ def write_dataset(out_dir: Path, source: SyntheticSource, progress: bool = True,
         raise ValueError(f"name must be a non-empty string, got {name!r}")
     out_dir = Path(out_dir)
     width = max(3, len(str(source.n_cases - 1)))
-    segmentation = source.labels in _LUTS or source.labels == "breast"
+    segmentation = source.labels in _LUTS or source.labels in _OWN_LABELS
     written: list[Path] = []
     training = []
     for index in tqdm(range(source.n_cases), desc=f"phantoms {name}", disable=not progress):
@@ -233,13 +254,13 @@ def write_dataset(out_dir: Path, source: SyntheticSource, progress: bool = True,
         training.append(entry)
     meta = {
         "name": name,
-        "description": (f"medssl synthetic {'MR breast' if source.generator == 'breast' else 'CT torso'} "
+        "description": (f"medssl synthetic {_KIND[source.generator]} "
                         f"phantoms (labels: {source.labels}, seed {source.seed}, "
                         f"shape {list(source.shape)}, spacing {list(source.spacing)} mm)"),
         "reference": "medssl.data.synthetic",
         "licence": "CC0-1.0",
         "tensorImageSize": "3D",
-        "modality": {"0": "MR" if source.generator == "breast" else "CT"},
+        "modality": {"0": "CT" if source.generator == "torso" else "MR"},
         "labels": {str(i): c for i, c in enumerate(CLASSES[source.labels])},
         "numTraining": source.n_cases,
         "numTest": 0,

@@ -43,7 +43,7 @@ LONG_COLUMNS = ["study", "dataset", "protocol", "method", "fraction", "seed", "t
 REQUIRED_KEYS = ("study", "dataset", "protocol", "method", "fraction", "seed", "task", "metrics")
 HEADLINE: dict[str, list[str]] = {"segmentation": ["dice", "hd95"], "classification": ["auc"],
                                   "template": ["dice", "hausdorff", "neg_jacobian_pct", "components"],
-                                  "stn": ["accuracy", "neg_jacobian_pct"]}
+                                  "stn": ["accuracy", "neg_jacobian_pct"], "uda": ["dice", "assd"]}
 LOWER_PREFIXES = ("hd", "assd", "hausdorff", "neg_jacobian", "components")
 COLUMN_LEVELS = ["dataset", "protocol", "fraction", "metric"]
 EMPTY = "–"
@@ -373,5 +373,9 @@ def write_study_tables(params: Params, study: str, base: Path | None = None) -> 
         defined = ", ".join(sorted(params.studies)) or "none"
         raise ValueError(f"study {study!r} is not defined; defined: {defined}")
     spec = params.studies[study]
-    return write_tables(study, spec.methods, base, datasets_order=spec.datasets,
+    metrics = None
+    if spec.kind == "uda":  # Dice per class and mean, then ASSD mean (CMEVAE Tables 1-2)
+        fg = params.datasets[spec.directions[0].target].classes[1:]
+        metrics = {"uda": [*(f"dice_{c}" for c in fg), "dice", "assd"]}
+    return write_tables(study, spec.methods, base, metrics=metrics, datasets_order=spec.datasets,
                         protocols_order=getattr(spec, "protocols", None))

@@ -1,0 +1,96 @@
+"""The ``uda`` study stage: train and evaluate one method in one direction for one seed.
+
+For direction ``source -> target`` of a uda study (CMEVAE supplement,
+Sec. III: MS-CMRSeg bSSFP -> LGE and back), the method's network is trained
+on the labelled ``training`` slices of the source and the *unlabelled*
+``training`` slices of the target (their labels are never read), then scored
+on the target's ``test`` cases: Dice per class and mean, ASSD per class and
+mean (MONAI, per subject in 3D). Writes
+``results/<study>/runs/<direction>/<method>/seed<s>/metrics.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from medssl import paths, tracking
+from medssl.config import Params, UdaStudySpec
+from medssl.data.datalist import read_datalist
+from medssl.io import write_json
+from medssl.train.common import setup
+from medssl.uda.data import load_slices
+from medssl.uda.metrics import evaluate
+from medssl.uda.models import build
+from medssl.uda.train import fit
+
+log = logging.getLogger("medssl")
+
+
+def _images_only(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Target training entries without their labels: the target is unlabelled."""
+    return [{k: v for k, v in e.items() if k != "label"} for e in entries]
+
+
+def run_uda(params: Params, study: str, method: str, direction: str, seed: int,
+            progress: bool = True) -> dict[str, Any]:
+    """Train and evaluate ``method`` of uda study ``study`` in ``direction`` with ``seed``.
+
+    Returns:
+        the metrics.json record.
+
+    Raises:
+        ValueError: if ``study`` is not a uda study, or ``method`` / ``direction`` are not in it.
+    """
+    st = params.studies.get(study)
+    if not isinstance(st, UdaStudySpec):
+        raise ValueError(f"study {study!r} is not a uda study (kind: uda)")
+    if method not in st.models:
+        raise ValueError(f"method {method!r} is not in study {study!r}; its methods: {', '.join(st.models)}")
+    d = st.direction(direction)
+    spec, cfg = st.models[method], st.train
+    classes = params.datasets[d.target].classes
+    setup(seed, cfg.num_threads)
+    src = load_slices(read_datalist(paths.datalist(d.source), "training"))
+    tgt_train = load_slices(_images_only(read_datalist(paths.datalist(d.target), "training")), labels=False)
+    tgt_test = load_slices(read_datalist(paths.datalist(d.target), "test"))
+    if src.x.shape[-2:] != tgt_test.x.shape[-2:]:
+        raise ValueError(f"direction {d.label!r}: source slices are {tuple(src.x.shape[-2:])} but target slices "
+                         f"{tuple(tgt_test.x.shape[-2:])}; give both datasets the same in-plane roi")
+    model = build(spec.kind, len(classes), seed=seed, **{**st.net, **spec.args})
+    run_params = {"kind": spec.kind, **{f"net.{k}": v for k, v in st.net.items()},
+                  **{f"arg.{k}": v for k, v in spec.args.items()}, **cfg.model_dump(), "epochs": d.epochs,
+                  "source": d.source, "target": d.target, "seed": seed, "n_source_slices": int(src.x.shape[0]),
+                  "n_target_slices": int(tgt_train.x.shape[0])}
+    log.info("uda: study=%s method=%s (%s) %s -> %s seed=%d epochs=%d source slices=%d target slices=%d",
+             study, method, spec.kind, d.source, d.target, seed, d.epochs, src.x.shape[0], tgt_train.x.shape[0])
+    t0 = time.time()
+    with tracking.tracked_run(study, method, d.label, "uda", paths.seed_tag(seed), run_params,
+                              tags={"seed": seed, "source": d.source, "target": d.target}) as run:
+        history = fit(model, src.x, src.y, None if spec.kind == "source_only" else tgt_train.x, epochs=d.epochs,
+                      steps_per_epoch=cfg.steps_per_epoch, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed,
+                      progress=progress)
+        for h in history:
+            run.log_metrics({f"train_{k}": float(v) for k, v in h.items() if k != "epoch"}, step=h["epoch"])
+            log.info("uda: epoch %d/%d loss %.4f", h["epoch"], d.epochs, h["loss"])
+        res = evaluate(model, tgt_test.x, tgt_test.y, classes, tgt_test.spacing, groups=tgt_test.groups)
+        metrics = {k: _finite_or_none(v) for k, v in res.items() if k.startswith(("dice", "assd"))}
+        record = {"study": study, "dataset": d.label, "protocol": "uda", "method": method, "fraction": 1.0,
+                  "seed": seed, "task": "uda", "source": d.source, "target": d.target, "metrics": metrics,
+                  "empty": {k: v for k, v in res.items() if k.startswith("empty_")}, "n_cases": res["n_cases"],
+                  "history": history, "seconds": round(time.time() - t0, 2)}
+        out = paths.method_metrics(study, d.label, method, seed)
+        write_json(out, record)
+        run.log_metrics({f"test_{k}": v for k, v in metrics.items() if v is not None})
+        run.log_artifact(out)
+    log.info("uda: done in %.1f s: dice %.4f assd %s", record["seconds"], res["dice"], metrics.get("assd"))
+    return record
+
+
+def _finite_or_none(value: float) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) and not np.isnan(value) else None
