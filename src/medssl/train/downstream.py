@@ -165,7 +165,7 @@ def _evaluate(model, ds, spec, cfg, per_case: bool = False):
     cases = []
     for item in eval_loader(ds):
         pred = predict_segmentation(model, item["image"], tuple(cfg.patch), cfg.sw_overlap)
-        m = segmentation_metrics(pred, item["label"][0, 0], spec.classes, spec.recipe.spacing)
+        m = segmentation_metrics(pred, item["label"][0, 0], spec.classes, spec.recipe.spacing, distances=per_case)
         cases.append({"case": item["case"][0], **m})
     return cases if per_case else summarise(cases)
 

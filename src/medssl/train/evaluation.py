@@ -31,7 +31,7 @@ def one_hot(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
 
 
 def segmentation_metrics(pred: torch.Tensor, truth: torch.Tensor, classes: Sequence[str],
-                         spacing: Sequence[float]) -> dict[str, float]:
+                         spacing: Sequence[float], distances: bool = True) -> dict[str, float]:
     """Per-class Dice and HD95 of one case, plus their means over foreground classes.
 
     Args:
@@ -39,6 +39,7 @@ def segmentation_metrics(pred: torch.Tensor, truth: torch.Tensor, classes: Seque
         truth: (D, H, W) ground-truth label map.
         classes: class names, index 0 is the background.
         spacing: voxel size in mm of the three axes.
+        distances: compute HD95 (False: Dice only, e.g. for model selection on validation).
     """
     from monai.metrics import compute_dice, compute_hausdorff_distance
 
@@ -54,9 +55,12 @@ def segmentation_metrics(pred: torch.Tensor, truth: torch.Tensor, classes: Seque
     diag = float(math.sqrt(sum((s * d) ** 2 for s, d in zip(spacing, pred.shape, strict=True))))
     hd = torch.full((n - 1,), float("nan"))
     both = present_t & present_p
+    if not distances:
+        return {**{f"dice_{name}": float(dice[i]) for i, name in enumerate(classes[1:])}, "dice": _nanmean(dice.numpy())}
     if both.any():
-        with warnings.catch_warnings():  # empty classes are handled below
+        with warnings.catch_warnings():  # empty classes are handled below; MONAI's own deprecation notice
             warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", FutureWarning)
             hd_all = compute_hausdorff_distance(p, t, include_background=False, percentile=95,
                                                 spacing=list(map(float, spacing)))[0]
         hd = torch.where(both, hd_all, hd)
