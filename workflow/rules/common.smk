@@ -67,6 +67,11 @@ def study_runs(study):
     return [str(paths.method_metrics(study, d, m, s)) for d in st.datasets for m in st.methods for s in st.seeds]
 
 
+def alternatives(names):
+    """A wildcard constraint matching exactly one of ``names``."""
+    return "|".join(re.escape(n) for n in names)
+
+
 def all_tables():
     return [str(paths.table(s, ext)) for s in P.studies for ext in ("md", "tex", "csv")]
 

@@ -6,10 +6,6 @@ _TEMPLATE = P.studies_of_kind("template")
 _STN = P.studies_of_kind("stn")
 
 
-def _alternatives(names):
-    return "|".join(re.escape(n) for n in names)
-
-
 if _TEMPLATE:
 
     rule template:
@@ -18,7 +14,7 @@ if _TEMPLATE:
         output:
             str(paths.method_metrics("{study}", "{dataset}", "{model}", "{seed}")),
         wildcard_constraints:
-            study=_alternatives(_TEMPLATE),
+            study=alternatives(_TEMPLATE),
             model="[A-Za-z0-9_\-]+",
         params:
             model=lambda w: section(P.studies[w.study].models[w.model]),
@@ -39,7 +35,7 @@ if _STN:
         output:
             str(paths.method_metrics("{study}", "rotated_digits", "{model}", "{seed}")),
         wildcard_constraints:
-            study=_alternatives(_STN),
+            study=alternatives(_STN),
             model="[A-Za-z0-9_\-]+",
         params:
             model=lambda w: section(P.studies[w.study].models[w.model]),

@@ -11,7 +11,7 @@ if _UDA:
         output:
             str(paths.method_metrics("{study}", "{direction}", "{method}", "{seed}")),
         wildcard_constraints:
-            study="|".join(re.escape(n) for n in _UDA),
+            study=alternatives(_UDA),
             method="[A-Za-z0-9_\-]+",
             direction="[A-Za-z0-9_\-]+",
         params:
