@@ -68,3 +68,25 @@ def _tiny_params() -> dict:
 def tiny_params():
     """Factory of a fresh tiny params mapping (mutable copy per call)."""
     return _tiny_params
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory, tiny_params):
+    """Factory: ``prepare(*datasets)`` fetches and preprocesses ``datasets`` of the tiny
+    params under a fresh ``MEDSSL_ROOT`` (kept for the module) and returns the params."""
+    from medssl import config, paths
+    from medssl.data.fetch import fetch
+    from medssl.data.preprocess import preprocess_dataset
+
+    mp = pytest.MonkeyPatch()
+
+    def prepare(*datasets: str):
+        mp.setenv(paths.ROOT_ENV, str(tmp_path_factory.mktemp("root")))
+        p = config.parse(tiny_params())
+        for ds in datasets:
+            fetch(ds, p.datasets[ds], progress=False)
+            preprocess_dataset(ds, p.datasets[ds], progress=False)
+        return p
+
+    yield prepare
+    mp.undo()

@@ -164,6 +164,14 @@ class StudySpec(_Strict):
     seeds: list[int] = Field(default_factory=lambda: [0])
 
 
+class _RowStudy(_Strict):
+    """A study whose rows are the keys of its ``models`` mapping (template, stn, uda)."""
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.models)  # type: ignore[attr-defined]
+
+
 # --------------------------------------------- template transformer study (kind: template)
 class TemplateModelSpec(_Strict):
     """One row of the template study: a model of :func:`medssl.template.models.build`.
@@ -190,7 +198,7 @@ class TemplateTrainSpec(_Strict):
     num_threads: int = Field(1, ge=1)
 
 
-class TemplateStudySpec(_Strict):
+class TemplateStudySpec(_RowStudy):
     """Diffeomorphic template transformers, Tables 2 and 3 (``kind: template``): every
     model of ``models`` is trained on the training cases of ``dataset`` (a binary
     segmentation task) and evaluated on its test cases, once per seed."""
@@ -201,10 +209,6 @@ class TemplateStudySpec(_Strict):
     models: dict[str, TemplateModelSpec] = Field(min_length=1)
     train: TemplateTrainSpec = TemplateTrainSpec()
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-
-    @property
-    def methods(self) -> list[str]:
-        return list(self.models)
 
     @property
     def datasets(self) -> list[str]:
@@ -224,7 +228,7 @@ class StnModelSpec(_Strict):
     args: dict[str, Any] = Field(default_factory=dict)
 
 
-class StnStudySpec(_Strict):
+class StnStudySpec(_RowStudy):
     """Spatial transformers on rotated digits, Table 1 (``kind: stn``): scikit-learn's
     bundled 8x8 digits up-sampled to ``size`` and rotated uniformly in
     ``[-max_angle, max_angle]`` degrees; train/test drawn from disjoint source digits."""
@@ -243,10 +247,6 @@ class StnStudySpec(_Strict):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
 
     dataset_name: ClassVar[str] = "rotated_digits"
-
-    @property
-    def methods(self) -> list[str]:
-        return list(self.models)
 
     @property
     def datasets(self) -> list[str]:
@@ -288,7 +288,7 @@ class UdaTrainSpec(_Strict):
     num_threads: int = Field(1, ge=1)
 
 
-class UdaStudySpec(_Strict):
+class UdaStudySpec(_RowStudy):
     """Cross-modality unsupervised domain adaptation (``kind: uda``): every method is
     trained on the labelled ``training`` slices of the source and the unlabelled
     ``training`` slices of the target, and scored on the target's ``test`` cases
@@ -301,10 +301,6 @@ class UdaStudySpec(_Strict):
     directions: list[UdaDirection] = Field(min_length=1)
     train: UdaTrainSpec = UdaTrainSpec()
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-
-    @property
-    def methods(self) -> list[str]:
-        return list(self.models)
 
     @property
     def datasets(self) -> list[str]:
@@ -399,6 +395,20 @@ class Params(_Strict):
         if isinstance(st, UdaStudySpec):
             return sorted({n for d in st.directions for n in (d.source, d.target)})
         return []  # stn: digits bundled with scikit-learn
+
+    def study_row(self, study: str, kind: str, row: str, what: str = "model") -> tuple[Any, Any]:
+        """``(study spec, row spec)`` of row ``row`` of the ``kind`` study ``study``.
+
+        Raises:
+            ValueError: naming the study when it is missing or of another kind, and
+                the row (called ``what``) with the study's rows when it is not one of them.
+        """
+        st = self.studies.get(study)
+        if st is None or st.kind != kind:
+            raise ValueError(f"study {study!r} is not a study of kind {kind!r}")
+        if row not in st.models:
+            raise ValueError(f"{what} {row!r} is not in study {study!r}; its {what}s: {', '.join(st.models)}")
+        return st, st.models[row]
 
     def studies_of_kind(self, kind: str) -> list[str]:
         """Names of the studies of ``kind`` (``ssl``, ``template``, ``stn``, ``uda``) in file order."""

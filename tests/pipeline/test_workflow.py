@@ -31,8 +31,9 @@ def test_dvc_stages_cover_the_studies(tmp_path):
 
 def test_s2dc_ablation_preset_dry_run(tmp_path):
     project = copy_project(tmp_path)
-    res = run(["snakemake", "--configfile", "workflow/presets/s2dc_ablation.yaml", "--dry-run", "-p",
-               "results/s2dc_ablation/table.md"], project)
+    # the target first: --configfile takes every following word as a config file
+    res = run(["snakemake", "results/s2dc_ablation/table.md", "--dry-run", "-p", "--configfile",
+               "workflow/presets/s2dc_ablation.yaml"], project)
     out = res.stdout + res.stderr
     for method in ("s2dc_sinkhorn10", "s2dc_sinkhorn100", "s2dc_dual_softmax"):
         assert f"medssl pretrain --params .medssl/params.yaml s2dc_ablation {method}" in out, out[-3000:]

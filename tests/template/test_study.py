@@ -9,25 +9,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medssl import config, paths
+from medssl import paths
 from medssl.data.datalist import read_datalist
-from medssl.data.fetch import fetch
-from medssl.data.preprocess import preprocess_dataset
 from medssl.report.tables import write_study_tables
 from medssl.stn.study import run_stn
 from medssl.template.study import load_cases, run_template
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, tiny_params):
-    root = tmp_path_factory.mktemp("root")
-    mp = pytest.MonkeyPatch()
-    mp.setenv(paths.ROOT_ENV, str(root))
-    p = config.parse(tiny_params())
-    fetch("phantom_breast", p.datasets["phantom_breast"], progress=False)
-    preprocess_dataset("phantom_breast", p.datasets["phantom_breast"], progress=False)
-    yield p
-    mp.undo()
+def tiny(tiny_root):
+    return tiny_root("phantom_breast")
 
 
 def test_load_cases_reads_the_processed_volumes(tiny):
@@ -81,7 +72,7 @@ def test_run_template_is_deterministic(tiny):
 
 
 def test_run_template_rejects_bad_names(tiny):
-    with pytest.raises(ValueError, match="is not a template study"):
+    with pytest.raises(ValueError, match="is not a study of kind 'template'"):
         run_template(tiny, "ssl3d", "unet", 0)
     with pytest.raises(ValueError, match="model 'nope' is not in study 'template'"):
         run_template(tiny, "template", "nope", 0)
@@ -100,5 +91,5 @@ def test_run_stn_writes_metrics_and_table(tiny):
     assert recs["stn_diffeo"]["n_params"] > recs["cnn"]["n_params"]
     md = write_study_tables(p, "stn")["md"].read_text()
     assert "stn_diffeo" in md and "accuracy" in md
-    with pytest.raises(ValueError, match="is not an stn study"):
+    with pytest.raises(ValueError, match="is not a study of kind 'stn'"):
         run_stn(p, "template", "cnn", 0)

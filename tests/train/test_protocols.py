@@ -8,25 +8,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from medssl import config, paths
-from medssl.data.fetch import fetch
-from medssl.data.preprocess import preprocess_dataset
+from medssl import paths
 from medssl.train.downstream import downstream
 from medssl.train.pretrain import pretrain
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, tiny_params):
-    root = tmp_path_factory.mktemp("root")
-    mp = pytest.MonkeyPatch()
-    mp.setenv(paths.ROOT_ENV, str(root))
-    p = config.parse(tiny_params())
-    for ds in ("phantom_corpus", "phantom_organs", "phantom_lesion"):
-        fetch(ds, p.datasets[ds], progress=False)
-        preprocess_dataset(ds, p.datasets[ds], progress=False)
+def tiny(tiny_root):
+    p = tiny_root("phantom_corpus", "phantom_organs", "phantom_lesion")
     summaries = {m: pretrain(p, "ssl3d", m, progress=False) for m in ("scratch", "genesis")}
-    yield p, summaries
-    mp.undo()
+    return p, summaries
 
 
 def test_pretrain_exports_backbones(tiny):

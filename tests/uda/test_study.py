@@ -10,23 +10,13 @@ import pytest
 
 from medssl import config, paths
 from medssl.data.datalist import read_datalist
-from medssl.data.fetch import fetch
-from medssl.data.preprocess import preprocess_dataset
 from medssl.report.tables import write_study_tables
 from medssl.uda.study import run_uda
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, tiny_params):
-    root = tmp_path_factory.mktemp("root")
-    mp = pytest.MonkeyPatch()
-    mp.setenv(paths.ROOT_ENV, str(root))
-    p = config.parse(tiny_params())
-    for ds in ("phantom_cmr_bssfp", "phantom_cmr_lge"):
-        fetch(ds, p.datasets[ds], progress=False)
-        preprocess_dataset(ds, p.datasets[ds], progress=False)
-    yield p
-    mp.undo()
+def tiny(tiny_root):
+    return tiny_root("phantom_cmr_bssfp", "phantom_cmr_lge")
 
 
 def test_run_uda_writes_metrics_and_table(tiny):
@@ -67,7 +57,7 @@ def test_target_labels_are_never_read(tiny):
 
 
 def test_bad_names_and_directions(tiny):
-    with pytest.raises(ValueError, match="is not a uda study"):
+    with pytest.raises(ValueError, match="is not a study of kind 'uda'"):
         run_uda(tiny, "template", "cmevae", "bssfp_to_lge", 0)
     with pytest.raises(ValueError, match="method 'nope' is not in study 'uda2d'"):
         run_uda(tiny, "uda2d", "nope", "bssfp_to_lge", 0)

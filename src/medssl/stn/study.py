@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from medssl import paths, tracking
-from medssl.config import Params, StnStudySpec
+from medssl.config import Params
 from medssl.io import write_json
 from medssl.stn.data import rotated_digits, split_sources
 from medssl.stn.models import build
@@ -38,12 +38,7 @@ def run_stn(params: Params, study: str, model_name: str, seed: int, progress: bo
     Raises:
         ValueError: if ``study`` is not an stn study or ``model_name`` not one of its models.
     """
-    st = params.studies.get(study)
-    if not isinstance(st, StnStudySpec):
-        raise ValueError(f"study {study!r} is not an stn study (kind: stn)")
-    if model_name not in st.models:
-        raise ValueError(f"model {model_name!r} is not in study {study!r}; its models: {', '.join(st.models)}")
-    spec = st.models[model_name]
+    st, spec = params.study_row(study, "stn", model_name, what="model")
     setup(seed, st.num_threads)
     train_src, test_src = split_sources(seed)
     x_train, y_train, _ = rotated_digits(st.n_train, st.size, seed=2 * seed, max_angle=st.max_angle,

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from medssl import paths, tracking
-from medssl.config import Params, TemplateStudySpec
+from medssl.config import Params
 from medssl.data.datalist import read_datalist
 from medssl.io import write_json
 from medssl.template.models import build
@@ -76,12 +76,8 @@ def run_template(params: Params, study: str, model_name: str, seed: int, progres
     Raises:
         ValueError: if ``study`` is not a template study or ``model_name`` not one of its models.
     """
-    st = params.studies.get(study)
-    if not isinstance(st, TemplateStudySpec):
-        raise ValueError(f"study {study!r} is not a template study (kind: template)")
-    if model_name not in st.models:
-        raise ValueError(f"model {model_name!r} is not in study {study!r}; its models: {', '.join(st.models)}")
-    spec, cfg = st.models[model_name], st.train
+    st, spec = params.study_row(study, "template", model_name, what="model")
+    cfg = st.train
     setup(seed, cfg.num_threads)
     dl = paths.datalist(st.dataset)
     x_train, y_train, spacing, _ = load_cases(read_datalist(dl, "training"))

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from medssl import paths, tracking
-from medssl.config import Params, UdaStudySpec
+from medssl.config import Params
 from medssl.data.datalist import read_datalist
 from medssl.io import write_json
 from medssl.train.common import setup
@@ -46,13 +46,9 @@ def run_uda(params: Params, study: str, method: str, direction: str, seed: int,
     Raises:
         ValueError: if ``study`` is not a uda study, or ``method`` / ``direction`` are not in it.
     """
-    st = params.studies.get(study)
-    if not isinstance(st, UdaStudySpec):
-        raise ValueError(f"study {study!r} is not a uda study (kind: uda)")
-    if method not in st.models:
-        raise ValueError(f"method {method!r} is not in study {study!r}; its methods: {', '.join(st.models)}")
+    st, spec = params.study_row(study, "uda", method, what="method")
     d = st.direction(direction)
-    spec, cfg = st.models[method], st.train
+    cfg = st.train
     classes = params.datasets[d.target].classes
     setup(seed, cfg.num_threads)
     src = load_slices(read_datalist(paths.datalist(d.source), "training"))
