@@ -45,8 +45,7 @@ class UrlSource(_Strict):
     url: str
     md5: str | None = None
     sha256: str | None = None
-    layout: Literal["msd"] = "msd"
-    subdir: str | None = None  # folder inside the archive that holds the layout
+    subdir: str | None = None  # folder inside the archive that holds the raw layout
 
     @model_validator(mode="after")
     def _one_hash(self) -> UrlSource:
@@ -62,10 +61,70 @@ class ManualSource(_Strict):
     homepage: str
     instructions: str = ""
     expected: list[str] = Field(min_length=1)  # glob patterns relative to data/raw/<dataset>
-    layout: Literal["msd"] = "msd"
 
 
 Source = Annotated[SyntheticSource | UrlSource | ManualSource, Field(discriminator="kind")]
+
+
+# --------------------------------------------------------------------- layouts
+# How the cases of a raw folder are found (:mod:`medssl.data.layouts`). Patterns
+# are relative to ``data/raw/<dataset>``, with ``/`` separators, and may hold
+# the shell wildcards ``*``, ``?`` and ``**`` (any number of folders) and
+# placeholders: ``{case}`` (required: the case id), ``{sequence}`` (replaced by
+# the layout's ``sequence``), ``{label}`` (the class of a classification case,
+# read from the path, e.g. ``NCP/{case}/*.png``) and any other ``{name}`` (an
+# extra part of the case id, joined to it with ``_``, e.g. a visit folder).
+class LabelTable(_Strict):
+    """Class labels of a classification dataset in a CSV file (e.g. STOIC's ``reference.csv``)."""
+
+    path: str  # relative to the raw folder
+    id_column: str
+    label_column: str
+
+
+class MsdLayout(_Strict):
+    """Medical Segmentation Decathlon: ``dataset.json`` lists the ``training`` cases."""
+
+    kind: Literal["msd"] = "msd"
+
+
+class FilesLayout(_Strict):
+    """Cases found by file-name patterns: NIfTI flat or in per-case folders, MHA, MHD, NRRD
+    (anything SimpleITK reads). ``sequence`` picks one sequence of a multi-sequence case
+    (BraTS ``t1ce``, MS-CMRSeg ``C0`` / ``DE`` / ``T2``)."""
+
+    kind: Literal["files"]
+    image: str
+    label: str | None = None  # segmentation label pattern (same placeholders as image)
+    sequence: str | None = None
+    labels_csv: LabelTable | None = None
+
+
+class DicomLayout(_Strict):
+    """One DICOM series per case: ``series`` is the pattern of the case's folder; the
+    series whose description contains ``series_description`` (or else the one with the
+    most slices) is read."""
+
+    kind: Literal["dicom"]
+    series: str
+    series_description: str | None = None
+    label: str | None = None  # segmentation label file pattern (NIfTI / NRRD / ...)
+    labels_csv: LabelTable | None = None
+
+
+class PngStackLayout(_Strict):
+    """A case is a folder of 2-D slices (PNG / JPEG / TIFF) stacked in natural file-name
+    order; the files carry no geometry, so ``spacing`` (mm, in-plane x, y, slice) is given."""
+
+    kind: Literal["png_stack"]
+    stack: str  # pattern of a case's slice folder
+    slices: str = "*.png"  # glob of the slice files inside it
+    spacing: Triple = (1.0, 1.0, 1.0)
+    label_stack: str | None = None  # pattern of the folder of label slices (segmentation)
+    labels_csv: LabelTable | None = None
+
+
+Layout = Annotated[MsdLayout | FilesLayout | DicomLayout | PngStackLayout, Field(discriminator="kind")]
 
 
 # --------------------------------------------------------------------- recipes
@@ -88,12 +147,26 @@ class Intensity(_Strict):
         return self
 
 
-class Recipe(_Strict):
-    """Preprocessing recipe: RAS orientation, target spacing (mm), intensity, ROI."""
+OptTriple = tuple[Annotated[float, Field(gt=0)] | None, Annotated[float, Field(gt=0)] | None,
+                  Annotated[float, Field(gt=0)] | None]
+OptIntTriple = tuple[Annotated[int, Field(ge=1)] | None, Annotated[int, Field(ge=1)] | None,
+                     Annotated[int, Field(ge=1)] | None]
 
-    spacing: Triple
+
+class Recipe(_Strict):
+    """Preprocessing recipe: RAS orientation, target spacing (mm), intensity, ROI.
+
+    ``null`` in ``spacing`` keeps an axis's own spacing (2-D stacks: MS-CMRSeg is
+    resampled to 1 mm in-plane only); ``null`` in ``roi`` keeps that axis's size.
+    ``crop: lung`` first crops the image to an intensity-based lung mask
+    (:mod:`medssl.data.lung`, STOIC in GVSL) plus ``crop_margin`` mm.
+    """
+
+    spacing: OptTriple
     intensity: Intensity = Intensity(kind="none")
-    roi: IntTriple | None = None  # centre crop / pad to this shape (voxels)
+    roi: OptIntTriple | None = None  # centre crop / pad to this shape (voxels)
+    crop: Literal["lung"] | None = None
+    crop_margin: float = Field(10.0, ge=0)
 
 
 class Splits(_Strict):
@@ -109,14 +182,34 @@ class DatasetSpec(_Strict):
     modality: Literal["CT", "MR", "PET"] = "CT"
     classes: list[str] = Field(default_factory=list)
     source: Source
+    layout: Layout = MsdLayout()
+    # published label value -> class index: voxel values of segmentation labels
+    # (MM-WHS 500 -> 1, ...) or class values of classification cases ("NCP" -> 2);
+    # keys are strings (YAML ints are accepted), 0 -> 0 is implied for segmentation.
+    label_values: dict[str, int] | None = None
     recipe: Recipe
     splits: Splits = Splits()
     citation: str = ""
+    notes: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _label_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("label_values"), dict):
+            data = {**data, "label_values": {str(k): v for k, v in data["label_values"].items()}}
+        return data
 
     @model_validator(mode="after")
     def _classes(self) -> DatasetSpec:
         if self.task != "pretrain" and len(self.classes) < 2:
             raise ValueError(f"a {self.task} dataset needs at least two classes, got {self.classes}")
+        if self.label_values is not None:
+            n = max(len(self.classes), 1)
+            bad = {k: v for k, v in self.label_values.items() if not 0 <= v < n}
+            if bad:
+                raise ValueError(f"label_values map to class indices outside 0..{n - 1}: {bad}")
+        if isinstance(self.source, SyntheticSource) and not isinstance(self.layout, MsdLayout):
+            raise ValueError("a synthetic source writes the msd layout; remove `layout`")
         return self
 
 
@@ -335,9 +428,30 @@ class Params(_Strict):
     pretrain: PretrainSpec = PretrainSpec()
     downstream: DownstreamSpec = DownstreamSpec()
     studies: dict[str, Study] = Field(default_factory=dict)
+    # the studies the default target builds (paper presets name theirs); None: every study
+    targets: list[str] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_catalog(cls, data: Any) -> Any:
+        """Datasets a study names but ``datasets`` does not define come from the catalog
+        of real datasets (:mod:`medssl.data.catalog`); an entry in ``datasets`` wins."""
+        if not isinstance(data, dict) or not isinstance(data.get("studies"), dict):
+            return data
+        from medssl.data.catalog import raw_catalog
+
+        defined = data.get("datasets") if isinstance(data.get("datasets"), dict) else {}
+        catalog = raw_catalog()
+        wanted = [n for st in data["studies"].values() if isinstance(st, dict) for n in _named_datasets(st)]
+        extra = {n: catalog[n] for n in wanted if n not in defined and n in catalog}
+        if extra:
+            data = {**data, "datasets": {**defined, **extra}}
+        return data
 
     @model_validator(mode="after")
     def _cross_references(self) -> Params:
+        if self.targets is not None:
+            _known("targets: study", self.targets, self.studies)
         for name, spec in self.methods.items():
             if spec.kind not in registry.METHODS:
                 raise ValueError(
@@ -410,6 +524,10 @@ class Params(_Strict):
             raise ValueError(f"{what} {row!r} is not in study {study!r}; its {what}s: {', '.join(st.models)}")
         return st, st.models[row]
 
+    def target_studies(self) -> list[str]:
+        """The studies the default target builds: ``targets``, or every study."""
+        return list(self.targets) if self.targets is not None else list(self.studies)
+
     def studies_of_kind(self, kind: str) -> list[str]:
         """Names of the studies of ``kind`` (``ssl``, ``template``, ``stn``, ``uda``) in file order."""
         return [name for name, st in self.studies.items() if st.kind == kind]
@@ -422,7 +540,19 @@ class Params(_Strict):
 def _known(what: str, names: list[str], table: dict[str, Any]) -> None:
     for n in names:
         if n not in table:
-            raise ValueError(f"{what} {n!r} is not defined; defined: {', '.join(sorted(table)) or 'none'}")
+            hint = ""
+            if "dataset" in what:
+                hint = " (nor in the catalog of real datasets: `medssl datasets --all`)"
+            raise ValueError(f"{what} {n!r} is not defined{hint}; defined: {', '.join(sorted(table)) or 'none'}")
+
+
+def _named_datasets(study: dict[str, Any]) -> list[str]:
+    """Dataset names a raw (unvalidated) study mapping refers to, of any study kind."""
+    names = [study.get("pretrain_dataset"), study.get("dataset"), *(study.get("datasets") or [])]
+    for d in study.get("directions") or []:
+        if isinstance(d, dict):
+            names += [d.get("source"), d.get("target")]
+    return [n for n in names if isinstance(n, str)]
 
 
 class ConfigError(ValueError):

@@ -1,0 +1,44 @@
+"""The catalog of the real datasets of the four papers (``catalog.yaml`` beside this file).
+
+Every entry is a :class:`medssl.config.DatasetSpec`. A study in ``params.yaml``
+(or a paper preset) may name a catalog dataset without defining it; an entry
+of the same name under ``datasets`` replaces the catalog's. ``medssl datasets``
+lists them with their state on disk.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from typing import Any
+
+import yaml
+
+CATALOG_FILE = "catalog.yaml"
+
+
+@functools.lru_cache(maxsize=1)
+def _load_text() -> str:
+    return resources.files("medssl.data").joinpath(CATALOG_FILE).read_text(encoding="utf-8")
+
+
+def raw_catalog() -> dict[str, dict[str, Any]]:
+    """The catalog as plain mappings (a fresh copy), keyed by dataset name."""
+    data = yaml.safe_load(_load_text()) or {}
+    datasets = data.get("datasets", {})
+    if not isinstance(datasets, dict):
+        raise ValueError(f"medssl/data/{CATALOG_FILE}: `datasets` must be a mapping")
+    return datasets
+
+
+def catalog() -> dict[str, Any]:
+    """The catalog validated: ``{name: DatasetSpec}``."""
+    from medssl.config import DatasetSpec
+
+    out = {}
+    for name, entry in raw_catalog().items():
+        try:
+            out[name] = DatasetSpec.model_validate(entry)
+        except Exception as exc:  # a broken catalog entry is our bug: name it
+            raise ValueError(f"medssl/data/{CATALOG_FILE}: dataset {name!r}: {exc}") from exc
+    return out
