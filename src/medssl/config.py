@@ -175,6 +175,22 @@ class Splits(_Strict):
     validation: float | int = 0.2
     test: float | int = 0.2
     seed: int = 0
+    # keep cases of one subject in one split: a regex whose group `group` (or first
+    # group) is the subject in the case id, e.g. ADNI's "^(?P<group>\d+_S_\d+)"
+    group_by: str | None = None
+
+    @model_validator(mode="after")
+    def _regex(self) -> Splits:
+        if self.group_by is not None:
+            import re
+
+            try:
+                rx = re.compile(self.group_by)
+            except re.error as exc:
+                raise ValueError(f"group_by {self.group_by!r} is not a valid regex ({exc})") from None
+            if rx.groups < 1:
+                raise ValueError(f"group_by {self.group_by!r} needs a capture group (the subject)")
+        return self
 
 
 class DatasetSpec(_Strict):

@@ -182,3 +182,33 @@ def test_stratified_splits_keep_class_shares():
     assert make_splits(list(reversed(cases)), Splits(validation=3, test=3, seed=0), strata) == s
     with pytest.raises(ValueError, match="no class given"):
         make_splits(cases, Splits(validation=3, test=3, seed=0), {"c00": 1})
+
+
+# ------------------------------------------------------------ subject-level splits
+def test_group_by_keeps_subjects_together():
+    from medssl.config import Splits
+    from medssl.data.datalist import make_splits, subject_of
+
+    cases = [f"{s:03d}_S_{s:04d}_I{s * 10 + k}" for s in range(20) for k in range(s % 3 + 1)]
+    sp = Splits(validation=0.1, test=0.2, seed=3, group_by=r"^(?P<group>\d+_S_\d+)_")
+    out = make_splits(cases, sp)
+    assert sorted(sum(out.values(), [])) == sorted(cases)
+    where = {}
+    for section, ids in out.items():
+        for c in ids:
+            subj = subject_of(c, sp.group_by)
+            assert where.setdefault(subj, section) == section, f"subject {subj} split across sections"
+    n = len(cases)
+    assert len(out["test"]) >= round(0.2 * n) and len(out["validation"]) >= round(0.1 * n)
+    assert out == make_splits(list(reversed(cases)), sp)  # order-independent
+
+
+def test_group_by_errors():
+    import pytest
+    from medssl.config import Splits
+    from medssl.data.datalist import make_splits
+
+    with pytest.raises(ValueError, match="capture group"):
+        Splits(group_by=r"^\d+")
+    with pytest.raises(ValueError, match="does not match"):
+        make_splits(["a", "b", "c"], Splits(validation=0, test=1, group_by=r"^(\d+)"))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -106,9 +107,40 @@ def make_splits(cases: list[str], splits: Splits,
             f"splits ask for {n_val} validation + {n_test} test cases out of {n}; "
             "at least 1 training case is needed"
         )
+    if splits.group_by is not None:
+        return _grouped_splits(ids, splits, n_val, n_test)
     order = _hash_order(ids, splits.seed) if strata is None else _stratified_order(ids, strata, splits.seed)
     test, val, train = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
     return {"training": sorted(train), "validation": sorted(val), "test": sorted(test)}
+
+
+def subject_of(case: str, pattern: str) -> str:
+    """The subject of ``case`` by the ``group_by`` regex (group ``group`` or the first group).
+
+    Raises:
+        ValueError: naming the case and the pattern when it does not match.
+    """
+    m = re.search(pattern, case)
+    if m is None:
+        raise ValueError(f"case id {case!r} does not match splits.group_by {pattern!r}")
+    return m.group("group") if "group" in m.re.groupindex else m.group(1)
+
+
+def _grouped_splits(ids: list[str], splits: Splits, n_val: int, n_test: int) -> dict[str, list[str]]:
+    """Subject-level splits: whole subjects, in hash order, fill test then validation
+    until each holds at least its count of cases; the rest is training (S2DC's ADNI split)."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for c in ids:
+        groups[subject_of(c, splits.group_by)].append(c)
+    out: dict[str, list[str]] = {"test": [], "validation": [], "training": []}
+    for g in _hash_order(list(groups), splits.seed):
+        section = ("test" if len(out["test"]) < n_test
+                   else "validation" if len(out["validation"]) < n_val else "training")
+        out[section] += groups[g]
+    if not out["training"]:
+        raise ValueError(f"splits by subject ({len(groups)} subjects) leave no training case; "
+                         "lower validation / test")
+    return {k: sorted(v) for k, v in out.items()}
 
 
 def write_datalist(path: Path, name: str, spec: DatasetSpec, cases: dict[str, dict[str, Any]],
