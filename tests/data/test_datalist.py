@@ -87,8 +87,8 @@ def test_write_datalist_loads_with_monai(tmp_path, task):
     assert on_disk == doc
     assert on_disk["recipe"] == {"spacing": [2.0, 2.0, 2.0],
                                  "intensity": {"kind": "none", "clip": None, "percentiles": [0.5, 99.5]},
-                                 "roi": None}
-    assert on_disk["splits"] == {"validation": 1, "test": 1, "seed": 0}
+                                 "roi": None, "crop": None, "crop_margin": 10.0}
+    assert on_disk["splits"] == {"validation": 1, "test": 1, "seed": 0, "group_by": None}
     assert (on_disk["name"], on_disk["task"], on_disk["modality"]) == ("ds", task, "CT")
     seg = task == "segmentation"
     for section in ("training", "validation", "test"):
