@@ -49,22 +49,44 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
+    from medssl.data.catalog import resolve
     from medssl.data.fetch import fetch
 
     p = _params(args)
     for name in _datasets(p, args.datasets):
-        out = fetch(name, p.datasets[name], force=args.force, progress=args.progress)
+        out = fetch(name, resolve(p, name), force=args.force, progress=args.progress)
         print(f"{name}: {out}")
     return 0
 
 
 def cmd_preprocess(args: argparse.Namespace) -> int:
+    from medssl.data.catalog import resolve
     from medssl.data.preprocess import preprocess_dataset
 
     p = _params(args)
     for name in _datasets(p, args.datasets):
-        out = preprocess_dataset(name, p.datasets[name], progress=args.progress)
+        out = preprocess_dataset(name, resolve(p, name), progress=args.progress)
         print(f"{name}: {out}")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    import json
+
+    from tabulate import tabulate
+
+    from medssl.data.status import dataset_rows
+
+    rows = dataset_rows(_params(args), include_catalog=not args.params_only)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    mark = {True: "yes", False: "-", None: ""}
+    cols = ["dataset", "defined in", "task", "modality", "layout", "used by", "present", "fetched",
+            "preprocessed", "cases"] + (["source"] if args.sources else [])
+    table = [[mark.get(r[c], r[c]) if isinstance(r[c], bool) or r[c] is None else r[c] for c in cols]
+             for r in rows]
+    print(tabulate(table, headers=cols, tablefmt="simple"))
     return 0
 
 
@@ -142,18 +164,23 @@ def cmd_init_tracking(args: argparse.Namespace) -> int:
 
 
 def _datasets(p, names: Sequence[str]) -> list[str]:
+    """Dataset names to work on: none = the studies' datasets, ``all`` = params.yaml's,
+    otherwise names from params.yaml or the catalog of real datasets."""
+    from medssl.data.catalog import catalog
+
     if not names:  # the datasets the studies use (what data.dvc tracks)
         return sorted({d for study in p.studies for d in p.study_datasets(study)})
     if list(names) == ["all"]:
         return sorted(p.datasets)
+    known = {**catalog(), **p.datasets}
     for n in names:
-        _known(n, p.datasets, "dataset")
+        _known(n, known, "dataset")
     return list(names)
 
 
 def _known(name: str, table: dict, what: str) -> None:
     if name not in table:
-        raise SystemExit(f"error: unknown {what} {name!r}; defined in params: {', '.join(sorted(table))}")
+        raise SystemExit(f"error: unknown {what} {name!r}; known: {', '.join(sorted(table))}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("preprocess", cmd_preprocess, "reorient, resample, normalise, crop into data/processed/<dataset>")
     sp.add_argument("datasets", nargs="*",
                     help="dataset names from params.yaml, 'all', or none for the datasets of the studies")
+    sp = add("datasets", cmd_datasets, "list every dataset (params.yaml and the catalog of real datasets): "
+             "source, layout, studies using it, and whether it is present, fetched and preprocessed")
+    sp.add_argument("--params-only", action="store_true", help="only the datasets of params.yaml")
+    sp.add_argument("--sources", action="store_true", help="add the source column (URL / registration page)")
+    sp.add_argument("--json", action="store_true", help="print the rows as JSON")
     sp = add("pretrain", cmd_pretrain, "pre-train one method of a study; writes checkpoints/<study>/<method>/")
     sp.add_argument("study")
     sp.add_argument("method")

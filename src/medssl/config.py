@@ -265,12 +265,23 @@ class StudySpec(_Strict):
     kind: Literal["ssl"] = "ssl"
     title: str = ""
     backbone: str
-    pretrain_dataset: str
+    # one corpus, or several pooled (S2DC's 10k CT collection of Table 1)
+    pretrain_dataset: str | Annotated[list[str], Field(min_length=1)]
     methods: list[str] = Field(min_length=1)
     datasets: list[str] = Field(min_length=1)
     protocols: list[Protocol] = Field(default_factory=lambda: ["linear", "finetune"])
     fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [1.0])
     seeds: list[int] = Field(default_factory=lambda: [0])
+
+    @property
+    def pretrain_datasets(self) -> list[str]:
+        """The pre-training corpus as a list of dataset names (pooled when several)."""
+        return [self.pretrain_dataset] if isinstance(self.pretrain_dataset, str) else list(self.pretrain_dataset)
+
+    @property
+    def pretrain_name(self) -> str:
+        """One name for the corpus (``a+b+c`` when pooled): the MLflow dataset tag."""
+        return "+".join(self.pretrain_datasets)
 
 
 class _RowStudy(_Strict):
@@ -508,7 +519,7 @@ class Params(_Strict):
                 continue
             _known(f"study {sname!r}: backbone", [study.backbone], self.backbones)
             _known(f"study {sname!r}: method", study.methods, self.methods)
-            _known(f"study {sname!r}: dataset", [*study.datasets, study.pretrain_dataset], self.datasets)
+            _known(f"study {sname!r}: dataset", [*study.datasets, *study.pretrain_datasets], self.datasets)
             for ds in study.datasets:
                 if self.datasets[ds].task == "pretrain":
                     raise ValueError(f"study {sname!r}: dataset {ds!r} has no labels (task: pretrain)")
@@ -519,7 +530,7 @@ class Params(_Strict):
         """The datasets (from ``datasets``) that ``study`` needs on disk, sorted."""
         st = self.studies[study]
         if isinstance(st, StudySpec):
-            return sorted({st.pretrain_dataset, *st.datasets})
+            return sorted({*st.pretrain_datasets, *st.datasets})
         if isinstance(st, TemplateStudySpec):
             return [st.dataset]
         if isinstance(st, UdaStudySpec):
@@ -564,7 +575,8 @@ def _known(what: str, names: list[str], table: dict[str, Any]) -> None:
 
 def _named_datasets(study: dict[str, Any]) -> list[str]:
     """Dataset names a raw (unvalidated) study mapping refers to, of any study kind."""
-    names = [study.get("pretrain_dataset"), study.get("dataset"), *(study.get("datasets") or [])]
+    pre = study.get("pretrain_dataset")
+    names = [*(pre if isinstance(pre, list) else [pre]), study.get("dataset"), *(study.get("datasets") or [])]
     for d in study.get("directions") or []:
         if isinstance(d, dict):
             names += [d.get("source"), d.get("target")]

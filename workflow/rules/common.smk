@@ -49,7 +49,14 @@ def study_datasets(study):
 
 
 def ssl_studies():
-    return P.studies_of_kind("ssl")
+    """The ssl studies the default target builds (pretrain_all pre-trains their methods)."""
+    targets = set(P.target_studies())
+    return [s for s in P.studies_of_kind("ssl") if s in targets]
+
+
+def pretrain_inputs(study):
+    """The datalists of a study's pre-training corpus (several when pooled)."""
+    return [str(paths.datalist(d)) for d in P.studies[study].pretrain_datasets]
 
 
 def study_runs(study):
@@ -73,7 +80,8 @@ def alternatives(names):
 
 
 def all_tables():
-    return [str(paths.table(s, ext)) for s in P.studies for ext in ("md", "tex", "csv")]
+    """The tables of the default target: the studies in `targets` (paper presets), else all."""
+    return [str(paths.table(s, ext)) for s in P.target_studies() for ext in ("md", "tex", "csv")]
 
 
 onstart:

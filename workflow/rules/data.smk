@@ -31,4 +31,4 @@ rule preprocess:
 
 rule data:
     input:
-        [str(paths.datalist(d)) for s in P.studies for d in study_datasets(s)],
+        [str(paths.datalist(d)) for s in P.target_studies() for d in study_datasets(s)],

@@ -42,3 +42,18 @@ def catalog() -> dict[str, Any]:
         except Exception as exc:  # a broken catalog entry is our bug: name it
             raise ValueError(f"medssl/data/{CATALOG_FILE}: dataset {name!r}: {exc}") from exc
     return out
+
+
+def resolve(params: Any, name: str) -> Any:
+    """The spec of dataset ``name``: ``params.datasets`` first, then the catalog.
+
+    Raises:
+        ValueError: naming the dataset and listing what is defined in either place.
+    """
+    if name in params.datasets:
+        return params.datasets[name]
+    specs = catalog()
+    if name in specs:
+        return specs[name]
+    raise ValueError(f"unknown dataset {name!r}; in params: {', '.join(sorted(params.datasets))}; "
+                     f"in the catalog: {', '.join(sorted(specs))}")
