@@ -59,32 +59,34 @@ def _minmax(x: np.ndarray) -> np.ndarray:
     return ((x - lo) / (hi - lo)).astype(np.float32)
 
 
-def crop_or_pad(array: np.ndarray, roi: Sequence[int], pad_value: float = 0.0
+def crop_or_pad(array: np.ndarray, roi: Sequence[int | None], pad_value: float = 0.0
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Centre-crop and/or pad a volume to the shape ``roi``, axis by axis.
 
     Along an axis of size ``n`` and target ``m``, cropping drops ``(n - m) // 2``
     voxels before and the rest after; padding adds ``(m - n) // 2`` voxels of
     ``pad_value`` before and the rest after (as MONAI's ``SpatialPad``). So an
-    odd difference always puts the extra voxel after. Output voxel 0 is input
-    voxel ``start`` (negative when padding), which is what the affine needs:
-    the new origin is the old affine applied to ``start``.
+    odd difference always puts the extra voxel after. A ``None`` target keeps
+    that axis as it is. Output voxel 0 is input voxel ``start`` (negative when
+    padding), which is what the affine needs: the new origin is the old affine
+    applied to ``start``.
 
     Args:
         array: volume of ``len(roi)`` dimensions.
-        roi: target shape (positive ints).
+        roi: target shape (positive ints, or ``None`` to keep an axis's size).
         pad_value: value of the added voxels.
 
     Returns:
-        ``(out, start)``: the volume of shape ``roi`` and the integer index
-        (in the input) of output voxel 0.
+        ``(out, start)``: the volume of shape ``roi`` (with the kept sizes) and
+        the integer index (in the input) of output voxel 0.
 
     Raises:
         ValueError: naming ``roi`` when its length or values are invalid.
     """
-    roi = tuple(int(r) for r in roi)
-    if len(roi) != array.ndim or any(r < 1 for r in roi):
-        raise ValueError(f"roi must be {array.ndim} positive ints, got {roi}")
+    roi = tuple(None if r is None else int(r) for r in roi)
+    if len(roi) != array.ndim or any(r is not None and r < 1 for r in roi):
+        raise ValueError(f"roi must be {array.ndim} positive ints (or None), got {roi}")
+    roi = tuple(n if r is None else r for n, r in zip(array.shape, roi))
     start = np.array([(n - m) // 2 if n >= m else -((m - n) // 2)
                       for n, m in zip(array.shape, roi)], dtype=np.int64)
     out = np.full(roi, pad_value, dtype=array.dtype)

@@ -1,9 +1,14 @@
-"""``medssl preprocess``: raw MSD-layout data to resampled RAS volumes and a datalist.
+"""``medssl preprocess``: raw data to resampled RAS volumes and a datalist.
 
-Each case is read with SimpleITK, reoriented to RAS, resampled to the recipe's
-spacing (linear for images, nearest neighbour for labels, same physical extent,
-origin kept), mapped by the intensity recipe and centre-cropped / padded to
-the recipe's ROI. The output of a dataset is built in a temporary folder beside
+The cases of the raw folder are found by the dataset's layout
+(:func:`medssl.data.layouts.find_cases`: MSD, file patterns, DICOM series, slice
+stacks). Each case is read (:func:`read_raw_case`), its label values mapped by
+``label_values``, optionally cropped to the lungs (``crop: lung``,
+:mod:`medssl.data.lung`), reoriented to RAS, resampled to the recipe's spacing
+(linear for images, nearest neighbour for labels, same physical extent, origin
+kept; a ``null`` spacing keeps that axis's own), mapped by the intensity recipe
+and centre-cropped / padded to the recipe's ROI (a ``null`` keeps that axis's
+size). The output of a dataset is built in a temporary folder beside
 ``data/processed/<dataset>`` and renamed into place at the end, ``datalist.json``
 written last, so a failure leaves neither a partial output nor a damaged older
 one.
@@ -17,12 +22,11 @@ in NIfTI voxel order ``(i, j, k)`` (ITK's ``GetArrayFromImage`` is ``(k, j, i)``
 from __future__ import annotations
 
 import gzip
-import json
 import math
 import os
 import shutil
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -33,89 +37,16 @@ from medssl import paths
 from medssl.config import DatasetSpec, Recipe
 from medssl.data.datalist import make_splits, write_datalist
 from medssl.data.intensity import apply_intensity, crop_or_pad
+from medssl.data.layouts import (PreprocessError, RawCase, case_id, find_cases, map_label_values,
+                                 read_dicom_series, read_msd_layout, read_png_stack)
 from medssl.io import save_nifti
+
+__all__ = ["PreprocessError", "RawCase", "case_id", "read_msd_layout", "read_image", "read_raw_case",
+           "ras_affine", "to_ras", "resample", "preprocess_case", "preprocess_raw_case", "preprocess_dataset"]
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 GRID_TOL = 1e-3  # relative tolerance when comparing image and label grids
 _MAX_LISTED = 20  # bad label values listed in an error
-
-
-class PreprocessError(ValueError):
-    """Bad raw input; the message names the file (or dataset) and the fault."""
-
-
-@dataclass(frozen=True)
-class RawCase:
-    """One case of a raw dataset: id, image file and label (file, class or none)."""
-
-    case: str
-    image: Path
-    label: Path | int | None = None
-
-
-# ------------------------------------------------------------------ raw layout
-def case_id(path: str | Path) -> str:
-    """Case id of an image file: its name without ``.nii.gz`` / ``.nii``."""
-    name = Path(path).name
-    for ext in (".nii.gz", ".nii"):
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return name
-
-
-def read_msd_layout(raw_dir: Path, name: str, task: str, n_classes: int | None) -> list[RawCase]:
-    """Cases listed in the ``training`` list of ``raw_dir/dataset.json`` (MSD layout).
-
-    Args:
-        raw_dir: the raw dataset folder.
-        name: dataset name (for the ``medssl fetch`` hint).
-        task: ``segmentation`` (label files), ``classification`` (int labels)
-            or ``pretrain`` (labels ignored).
-        n_classes: number of classes (checks class labels).
-
-    Returns:
-        The cases sorted by id, every listed file checked to exist.
-
-    Raises:
-        PreprocessError: naming the path when ``dataset.json`` or a listed file
-            is missing (suggesting ``medssl fetch``), the file is invalid, a
-            label has the wrong kind or value, or case ids repeat.
-    """
-    hint = f"; run `medssl fetch {name}` first"
-    raw_dir = Path(raw_dir)
-    index = raw_dir / "dataset.json"
-    if not index.is_file():
-        raise PreprocessError(f"{index}: raw dataset index not found{hint}")
-    try:
-        training = json.loads(index.read_text())["training"]
-        if not isinstance(training, list) or not training:
-            raise TypeError("'training' must be a non-empty list")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise PreprocessError(f"{index}: not a valid MSD dataset.json ({type(exc).__name__}: {exc})") from exc
-    cases: dict[str, RawCase] = {}
-    for item in training:
-        if not isinstance(item, dict) or not isinstance(item.get("image"), str):
-            raise PreprocessError(f"{index}: training entry without an image path: {item!r}")
-        image = raw_dir / item["image"]
-        label = item.get("label")
-        if task == "segmentation":
-            if not isinstance(label, str):
-                raise PreprocessError(f"{index}: segmentation entry {item['image']!r} needs a label file, got {label!r}")
-            label = raw_dir / label
-        elif task == "classification":
-            if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < (n_classes or 0):
-                raise PreprocessError(f"{index}: entry {item['image']!r} has class label {label!r}; "
-                                      f"expected an int in 0..{(n_classes or 0) - 1}")
-        else:
-            label = None
-        for f in (image, label):
-            if isinstance(f, Path) and not f.is_file():
-                raise PreprocessError(f"{f}: raw file listed in {index} not found{hint}")
-        cid = case_id(image)
-        if cid in cases:
-            raise PreprocessError(f"{index}: case id {cid!r} appears more than once")
-        cases[cid] = RawCase(cid, image, label)
-    return [cases[c] for c in sorted(cases)]
 
 
 # ------------------------------------------------------------------- geometry
@@ -255,15 +186,52 @@ def _check_label_values(label: sitk.Image, n_classes: int | None, path: Path) ->
 
 
 # ----------------------------------------------------------------------- case
-def preprocess_case(image_path: str | Path, label_path: str | Path | None, recipe: Recipe,
-                    n_classes: int | None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """Preprocess one case: RAS, resample, intensity recipe, centre crop / pad.
+def _read_kind(path: Path, kind: str, rc: RawCase, label: bool) -> sitk.Image:
+    if kind == "dicom":
+        return read_dicom_series(path, rc.series_description)
+    if kind == "png_stack":
+        return read_png_stack(path, rc.slices, rc.spacing or (1.0, 1.0, 1.0), label=label)
+    return read_image(path)
+
+
+def read_raw_case(rc: RawCase) -> tuple[sitk.Image, sitk.Image | None]:
+    """Read a case's image (file, DICOM series or slice stack) and its label image, if any.
+
+    Returns:
+        ``(image, label)``; ``label`` is ``None`` unless ``rc.label`` is a path.
+        The label is checked to lie on the image's grid.
+
+    Raises:
+        PreprocessError: naming the file or folder that is missing or unreadable,
+            or the label whose grid differs from the image's.
+    """
+    image = _read_kind(Path(rc.image), rc.image_kind, rc, label=False)
+    if not isinstance(rc.label, Path):
+        return image, None
+    label = _read_kind(rc.label, rc.label_kind, rc, label=True)
+    _check_same_grid(image, label, Path(rc.image), rc.label)
+    return image, label
+
+
+def _target_spacing(img: sitk.Image, spacing: tuple[float | None, ...]) -> tuple[float, float, float]:
+    """The recipe's spacing with each ``None`` replaced by the image's own spacing on that axis."""
+    own = img.GetSpacing()
+    return tuple(float(own[a]) if s is None else float(s) for a, s in enumerate(spacing))
+
+
+def preprocess_raw_case(rc: RawCase, recipe: Recipe, n_classes: int | None,
+                        label_values: Mapping[str, int] | None = None
+                        ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Preprocess one case: read, map label values, lung crop, RAS, resample, intensity, ROI.
 
     Args:
-        image_path: 3D scalar image (any format SimpleITK reads).
-        label_path: label map on the image's grid, or ``None``.
-        recipe: target spacing, intensity recipe and optional ROI.
+        rc: the case (its image may be a file, a DICOM folder or a slice stack).
+        recipe: target spacing (``None`` entries keep the axis's own spacing after
+            RAS reorientation), intensity recipe, optional ROI (``None`` entries
+            keep the axis's size) and optional lung crop.
         n_classes: label values must lie in ``0..n_classes-1`` (``None``: 0..255).
+        label_values: published label value -> class index, applied to the label
+            voxels before resampling (``0 -> 0`` implied).
 
     Returns:
         ``(image, label, affine)``: float32 image and uint8 label (or ``None``)
@@ -271,27 +239,33 @@ def preprocess_case(image_path: str | Path, label_path: str | Path | None, recip
 
     Raises:
         PreprocessError: naming the file on an unreadable / non-3D image, a label
-            whose size or grid differs from the image's, or bad label values.
+            whose size or grid differs from the image's, a label value that
+            ``label_values`` lacks or outside the classes, or no lung found.
         ValueError: naming ``n_classes`` when outside 1..256.
     """
     if n_classes is not None and not 1 <= n_classes <= 256:
         raise ValueError(f"n_classes must be in 1..256 (uint8 labels), got {n_classes}")
-    image_path = Path(image_path)
-    image = read_image(image_path)
-    label = None
-    if label_path is not None:
-        label_path = Path(label_path)
-        label = read_image(label_path)
-        _check_same_grid(image, label, image_path, label_path)
+    image, label = read_raw_case(rc)
+    if label is not None:
+        label_path = Path(rc.label)
+        if label_values is not None:
+            mapped = map_label_values(sitk.GetArrayViewFromImage(label), label_values, str(label_path))
+            label = sitk.GetImageFromArray(mapped)
         _check_label_values(label, n_classes, label_path)
         label = sitk.Cast(label, sitk.sitkUInt8)
         label.CopyInformation(image)  # equal within GRID_TOL: use one grid exactly
-    image = resample(to_ras(sitk.Cast(image, sitk.sitkFloat32)), recipe.spacing)
+    if recipe.crop == "lung":
+        from medssl.data.lung import lung_crop
+
+        image, label = lung_crop(image, label, recipe.crop_margin, source=rc.image)
+    image = to_ras(sitk.Cast(image, sitk.sitkFloat32))
+    spacing = _target_spacing(image, recipe.spacing)
+    image = resample(image, spacing)
     affine = ras_affine(image)
     img = apply_intensity(sitk.GetArrayViewFromImage(image).transpose(2, 1, 0), recipe.intensity)
     lab = None
     if label is not None:
-        label = resample(to_ras(label), recipe.spacing, label=True)
+        label = resample(to_ras(label), spacing, label=True)
         lab = np.ascontiguousarray(sitk.GetArrayFromImage(label).transpose(2, 1, 0), dtype=np.uint8)
     if recipe.roi is not None:
         img, start = crop_or_pad(img, recipe.roi, pad_value=float(img.min()))
@@ -302,11 +276,40 @@ def preprocess_case(image_path: str | Path, label_path: str | Path | None, recip
     return np.ascontiguousarray(img, dtype=np.float32), lab, affine
 
 
+def preprocess_case(image_path: str | Path, label_path: str | Path | None, recipe: Recipe,
+                    n_classes: int | None, label_values: Mapping[str, int] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Preprocess one case given as an image file and an optional label file.
+
+    :func:`preprocess_raw_case` of ``RawCase(image_path, label_path)``; see there.
+
+    Args:
+        image_path: 3D scalar image (any format SimpleITK reads).
+        label_path: label map on the image's grid, or ``None``.
+        recipe: target spacing, intensity recipe, optional ROI and lung crop.
+        n_classes: label values must lie in ``0..n_classes-1`` (``None``: 0..255).
+        label_values: optional mapping of the label file's values to class indices.
+
+    Returns:
+        ``(image, label, affine)``: float32 image and uint8 label (or ``None``)
+        in voxel order (i, j, k), and their 4x4 RAS affine.
+
+    Raises:
+        PreprocessError: naming the file on an unreadable / non-3D image, a label
+            whose size or grid differs from the image's, or bad label values.
+        ValueError: naming ``n_classes`` when outside 1..256.
+    """
+    image_path = Path(image_path)
+    label = Path(label_path) if label_path is not None else None
+    return preprocess_raw_case(RawCase(case_id(image_path), image_path, label), recipe, n_classes, label_values)
+
+
 # -------------------------------------------------------------------- dataset
 def preprocess_dataset(name: str, spec: DatasetSpec, raw_dir: Path | None = None,
                        out_dir: Path | None = None, progress: bool = True) -> Path:
     """Preprocess every case of a raw dataset and write its datalist.
 
+    The cases are found by ``spec.layout`` (:func:`medssl.data.layouts.find_cases`).
     Writes ``images/<case>.nii.gz``, ``labels/<case>.nii.gz`` (segmentation)
     and, last, ``datalist.json`` into a temporary folder beside ``out_dir``,
     then swaps it into place. On any error the temporary folder is removed
@@ -315,7 +318,7 @@ def preprocess_dataset(name: str, spec: DatasetSpec, raw_dir: Path | None = None
     Args:
         name: dataset name.
         spec: its spec from ``params.yaml``.
-        raw_dir: raw MSD-layout folder (default ``paths.raw(name)``).
+        raw_dir: raw folder (default ``paths.raw(name)``).
         out_dir: output folder (default ``paths.processed(name)``).
         progress: show a tqdm progress bar.
 
@@ -330,17 +333,17 @@ def preprocess_dataset(name: str, spec: DatasetSpec, raw_dir: Path | None = None
     raw_dir = Path(raw_dir) if raw_dir is not None else paths.raw(name)
     out_dir = Path(out_dir) if out_dir is not None else paths.processed(name)
     n_classes = len(spec.classes) if spec.task != "pretrain" else None
-    cases = read_msd_layout(raw_dir, name, spec.task, n_classes)
+    cases = find_cases(raw_dir, name, spec)
     strata = {c.case: c.label for c in cases} if spec.task == "classification" else None
     splits = make_splits([c.case for c in cases], spec.splits, strata)  # fail before any work
+    label_values = spec.label_values if spec.task == "segmentation" else None
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:12]}.tmp"
     tmp.mkdir()
     try:
         entries: dict[str, dict] = {}
         for rc in tqdm(cases, desc=f"preprocess {name}", unit="case", disable=not progress):
-            label_file = rc.label if isinstance(rc.label, Path) else None
-            img, lab, affine = preprocess_case(rc.image, label_file, spec.recipe, n_classes)
+            img, lab, affine = preprocess_raw_case(rc, spec.recipe, n_classes, label_values)
             entry: dict = {"image": f"images/{rc.case}.nii.gz"}
             save_nifti(tmp / entry["image"], img, affine, np.float32)
             if lab is not None:
