@@ -74,7 +74,19 @@ def test_mask_matches_phantom_lungs(trachea):
     np.testing.assert_array_equal(sitk.GetArrayFromImage(out).transpose(2, 1, 0).astype(bool), mask)
 
 
-def test_mask_without_holes_fill_would_miss_vessels():
+@pytest.mark.parametrize(("min_fraction", "min_ratio", "gas_kept"),
+                         [(0.0, 0.0, True), (0.0, 0.1, False), (0.02, 0.0, False)])
+def test_each_size_rule_drops_the_gas_bubble(min_fraction, min_ratio, gas_kept):
+    """Lungs joined by the trachea: the second largest region is the gas bubble (~100 mL, 5 % of the
+    lungs, 1 % of the body); the ratio rule or the body-share rule alone drops it."""
+    ct, truth = chest_phantom(trachea=True)
+    gas = ct_without_gas(True) != ct
+    mask = lung_mask(ct, spacing=SPACING, min_fraction=min_fraction, min_ratio=min_ratio)
+    assert mask[gas].all() if gas_kept else not mask[gas].any()
+    assert mask[truth].mean() > 0.99
+
+
+def test_vessels_inside_the_lungs_are_filled():
     """The vessels are filled: every voxel of the true lungs is in the mask (noise aside)."""
     ct, truth = chest_phantom(noise=0.0, gas=False)
     mask = lung_mask(ct, spacing=SPACING)

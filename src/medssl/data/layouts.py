@@ -17,9 +17,10 @@ match within one path component, ``**`` (a whole component) any number of
 folders. Placeholders match one path component or part of one (non-empty,
 shortest match first): ``{case}`` (required) is the case id, ``{sequence}`` is
 replaced by the layout's ``sequence``, ``{label}`` is the class of a
-classification case, and any other ``{word}`` is an extra part of the case id,
-joined to it with ``_`` in order of appearance (``{label}/{case}/{scan}`` gives
-``<case>_<scan>``). A placeholder used twice must match the same text twice.
+classification case, and any other ``{word}`` is an extra part of the case id:
+the parts (``{case}`` and the extras) are joined with ``_`` in their order of
+first appearance (``{label}/{case}/{scan}`` gives ``<case>_<scan>``,
+``{subject}/{case}.nii.gz`` gives ``<subject>_<case>``). A placeholder used twice must match the same text twice.
 Names starting with ``.`` (``.DS_Store``, macOS ``._x`` files, hidden folders)
 are never matched.
 
@@ -233,12 +234,12 @@ def resolve_pattern(pattern: str, values: Mapping[str, str]) -> str:
 
 def _literal_prefix(pattern: str, values: Mapping[str, str]) -> str:
     """The leading components of ``pattern`` that hold no wildcard once ``values`` are in."""
-    prefix = ""
+    parts = []
     for comp in pattern.split("/"):
         if any(m.group(1) not in values for m in _TOKEN.finditer(comp)):
-            break
-        prefix += resolve_pattern(comp, values) + "/"
-    return prefix
+            return "".join(p + "/" for p in parts)
+        parts.append(resolve_pattern(comp, values))
+    return "/".join(parts)  # no wildcard at all: the path itself
 
 
 class _Tree:
@@ -322,7 +323,7 @@ class _Finder:
         self.label_kind: ImageKind = "png_stack" if self.kind == "png_stack" else "file"
         self.table: LabelTable | None = layout.labels_csv
         self._check_config()
-        self.extras = [n for n in placeholders(self.image) if n not in _ROLES]
+        self.id_parts = [n for n in placeholders(self.image) if n == "case" or n not in _ROLES]
         self.tree = _Tree(raw_dir)
 
     # ---------------------------------------------------------------- config
@@ -366,8 +367,7 @@ class _Finder:
     # ----------------------------------------------------------------- cases
     def _ident(self, m: re.Match[str]) -> str:
         groups = m.groupdict()
-        extras = [groups[n] for n in self.extras if n in groups]
-        return "_".join([groups["case"], *extras])
+        return "_".join(groups[n] for n in self.id_parts if groups.get(n) is not None)
 
     def cases(self) -> list[RawCase]:
         folders = self.kind != "file"

@@ -12,7 +12,9 @@ model); it needs no model weights and runs offline. The steps:
 3. of the 3-D connected components left, the largest is kept, and the second
    largest too when it is at least ``min_ratio`` of the largest (the two lungs
    apart; joined through the trachea they are one component, and the second is
-   then bowel gas, far smaller); each must hold ``min_volume_ml`` millilitres;
+   then bowel gas, far smaller); each must be at least ``min_fraction`` of the
+   body (every voxel but the outside air: lungs are some 20-30 % of a chest
+   scan's body, bowel gas about 1 %) and hold ``min_volume_ml`` millilitres;
 4. holes are filled per axial slice (vessels and nodules inside the lungs) and
    gaps of one voxel closed.
 
@@ -43,8 +45,9 @@ def axial_axis(image: sitk.Image) -> int:
 
 
 def lung_mask(image: sitk.Image | np.ndarray, *, spacing: Sequence[float] | None = None,
-              axial: int | None = None, threshold: float = THRESHOLD_HU, min_volume_ml: float = 50.0,
-              min_ratio: float = 0.1, source: str | Path | None = None) -> sitk.Image | np.ndarray:
+              axial: int | None = None, threshold: float = THRESHOLD_HU, min_fraction: float = 0.02,
+              min_volume_ml: float = 0.5, min_ratio: float = 0.1,
+              source: str | Path | None = None) -> sitk.Image | np.ndarray:
     """Lung mask of a CT volume by thresholding and connected components (no model).
 
     A heuristic, not a learned segmentation: see the module docstring for the steps.
@@ -57,6 +60,7 @@ def lung_mask(image: sitk.Image | np.ndarray, *, spacing: Sequence[float] | None
         axial: the axial voxel axis; default from the image's direction (an
             array: axis 2).
         threshold: HU below which a voxel is air or lung.
+        min_fraction: smallest share of the body's volume of a kept component.
         min_volume_ml: smallest volume of a kept component.
         min_ratio: the second largest component is kept when at least this
             share of the largest.
@@ -82,8 +86,8 @@ def lung_mask(image: sitk.Image | np.ndarray, *, spacing: Sequence[float] | None
             raise ValueError(f"lung_mask needs a 3D array, got shape {array.shape}")
         spacing = (1.0, 1.0, 1.0) if spacing is None else spacing
         axial = 2 if axial is None else axial
-    mask = _lung_array(array, tuple(float(s) for s in spacing), axial, threshold, min_volume_ml,
-                       min_ratio, source)
+    mask = _lung_array(array, tuple(float(s) for s in spacing), axial, threshold, min_fraction,
+                       min_volume_ml, min_ratio, source)
     if not isinstance(image, sitk.Image):
         return mask
     out = sitk.GetImageFromArray(mask.transpose(2, 1, 0).astype(np.uint8))
@@ -101,7 +105,8 @@ def _in_plane(axial: int, two_d: np.ndarray) -> np.ndarray:
 
 
 def _lung_array(a: np.ndarray, spacing: tuple[float, float, float], axial: int, threshold: float,
-                min_volume_ml: float, min_ratio: float, source: str | Path | None) -> np.ndarray:
+                min_fraction: float, min_volume_ml: float, min_ratio: float,
+                source: str | Path | None) -> np.ndarray:
     where = str(source) if source is not None else "image"
     cross = ndimage.generate_binary_structure(2, 1)
     low = a < threshold
@@ -114,23 +119,28 @@ def _lung_array(a: np.ndarray, spacing: tuple[float, float, float], axial: int, 
         for end in (0, -1):
             border[np.take(regions, end, axis=ax)] = True
     border[0] = True
-    inside = ~border[regions]
+    outside = border[regions]
+    outside[~low] = False
+    inside = low & ~outside
     # 3. the largest 3-D components
     comps, n = ndimage.label(inside)
     voxel_ml = float(np.prod(spacing)) / 1000.0
+    body_ml = float(a.size - np.count_nonzero(outside)) * voxel_ml
+    least = max(min_volume_ml, min_fraction * body_ml)
     if n:
         sizes = np.bincount(comps.ravel())[1:] * voxel_ml
         order = np.argsort(sizes)[::-1]
-        keep = [order[0]] if sizes[order[0]] >= min_volume_ml else []
-        if keep and n > 1 and sizes[order[1]] >= max(min_volume_ml, min_ratio * sizes[order[0]]):
+        keep = [order[0]] if sizes[order[0]] >= least else []
+        if keep and n > 1 and sizes[order[1]] >= max(least, min_ratio * sizes[order[0]]):
             keep.append(order[1])
     else:
         keep, sizes = [], np.zeros(0)
     if not keep:
         largest = f"{sizes.max():.1f} mL" if sizes.size else "none"
         raise PreprocessError(f"{where}: no lung found: no air-like region (< {threshold:g} HU) inside the "
-                              f"body of at least {min_volume_ml:g} mL (largest: {largest}); is it a chest CT "
-                              f"in Hounsfield units?")
+                              f"body of at least {least:.1f} mL ({min_fraction:g} of the body's {body_ml:.0f} mL, "
+                              f"at least {min_volume_ml:g} mL; largest: {largest}); is it a chest CT in "
+                              f"Hounsfield units?")
     mask = np.isin(comps, np.asarray(keep) + 1)
     # 4. fill holes per axial slice, close one-voxel gaps (padded so that the border does not erode)
     mask = ndimage.binary_fill_holes(mask, structure=_in_plane(axial, cross))
