@@ -1,11 +1,11 @@
-"""Tests of medssl.tracking: run layout, failures, concurrency, tracking off."""
+"""Tests of medssl.tracking: run layout, failures, duplicate parents, tracking off.
+
+Concurrent writers (8 processes, sqlite and an mlflow server) are in tests/tracking/."""
 
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
@@ -59,7 +59,8 @@ def test_flatten_params():
         "lr": "0.001", "args.p": "0.9", "args.q.r": "[1, 2]"}
 
 
-def test_retry_retries_lock_errors_only(monkeypatch):
+def test_retry_retries_lock_errors_only(monkeypatch, caplog):
+    caplog.set_level("DEBUG", logger="medssl.tracking")
     sleeps: list[float] = []
     monkeypatch.setattr(tracking.time, "sleep", sleeps.append)
     calls = []
@@ -73,6 +74,9 @@ def test_retry_retries_lock_errors_only(monkeypatch):
     assert tracking.retry(flaky, 2, y=3) == 5
     assert len(calls) == 3 and len(sleeps) == 2
     assert 0.05 <= sleeps[0] <= 0.15 and 0.1 <= sleeps[1] <= 0.3
+    retries = [r.getMessage() for r in caplog.records if r.name == "medssl.tracking"]
+    assert len(retries) == 2 and retries[0].startswith("retry 1 of flaky in 0.")
+    assert retries[1].endswith("after a lock error: wrapped")
 
     def broken():
         calls.append("b")
@@ -202,47 +206,33 @@ def test_tracking_off_writes_nothing(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
 
 
-# ------------------------------------------------------------- concurrency
-N_PROCS, N_STEPS = 4, 20
-
-
-def _worker(uri: str, idx: int, barrier) -> None:
-    """One OS process: a child run with N_STEPS metrics, each flushed separately."""
-    import mlflow  # noqa: F401  (import before the barrier so all processes race together)
-
-    barrier.wait(timeout=60)
-    with tracking.tracked_run("conc", f"m{idx % 2}", "d", "linear",
-                              tracking.child_name("linear", 1.0, idx), params={"seed": idx},
-                              uri=uri) as run:
-        for step in range(N_STEPS):
-            run.log_metrics({"loss": idx + step / 100}, step=step)
-            run.flush()
-
-
-def test_concurrent_processes(uri):
-    start = time.monotonic()
-    tracking.init_store(uri)
-    ctx = mp.get_context("spawn")
-    barrier = ctx.Barrier(N_PROCS)
-    procs = [ctx.Process(target=_worker, args=(uri, i, barrier)) for i in range(N_PROCS)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-    assert [p.exitcode for p in procs] == [0] * N_PROCS
-
-    runs = _runs(uri, "conc")
-    parents = {r.info.run_name: r.info.run_id for r in runs if r.data.tags[tracking.ROLE_TAG] == "parent"}
-    assert sorted(parents) == ["m0/d", "m1/d"]  # exactly one parent per pair
-    children = {r.info.run_name: r for r in runs if r.data.tags[tracking.ROLE_TAG] == "child"}
-    assert sorted(children) == [f"linear/frac1.0/seed{i}" for i in range(N_PROCS)]
+# ------------------------------------------------- duplicate parents (server)
+def test_converge_parents_merges_duplicates(uri):
+    """Without the sqlite lock (a server store) writers may create a parent each; the
+    earliest by (start_time, run_id) is kept, children move to it, protocols merge.
+    The 8-writer test against a real server is tests/tracking/test_concurrent_writers.py."""
+    with tracking.tracked_run("dup", "m", "d", "linear", "linear/frac1.0/seed0", params={}, uri=uri) as run:
+        own = run.run_id
     client = _client(uri)
-    for i in range(N_PROCS):
-        run = children[f"linear/frac1.0/seed{i}"]
-        assert run.info.status == "FINISHED"
-        assert run.data.tags["mlflow.parentRunId"] == parents[f"m{i % 2}/d"]
-        assert run.data.params == {"seed": str(i)}
-        history = client.get_metric_history(run.info.run_id, "loss")
-        assert sorted((m.step, m.value) for m in history) == [
-            (s, pytest.approx(i + s / 100)) for s in range(N_STEPS)]
-    assert time.monotonic() - start < 60
+    exp_id = client.get_experiment_by_name("dup").experiment_id
+    first = next(r for r in _runs(uri, "dup") if r.info.run_name == "m/d")
+    tags = {"study": "dup", "method": "m", "dataset": "d", tracking.ROLE_TAG: "parent"}
+    later = client.create_run(exp_id, start_time=first.info.start_time + 1000, run_name="m/d",
+                              tags={**tags, "protocol": "finetune"}).info.run_id
+    moved = client.create_run(exp_id, run_name="finetune/frac1.0/seed0",
+                              tags={"protocol": "finetune", tracking.PARENT_TAG: later}).info.run_id
+    earliest = client.create_run(exp_id, start_time=first.info.start_time - 1000, run_name="m/d",
+                                 tags={**tags, "protocol": "pretrain"}).info.run_id
+    other = client.create_run(exp_id, run_name="x/d", tags={**tags, "method": "x"}).info.run_id
+
+    assert tracking._converge_parents(client, exp_id, "dup", "m", "d", own) == earliest
+    active = {r.info.run_id for r in _runs(uri, "dup")}
+    assert active == {own, moved, earliest, other}  # the two later parents were deleted
+    for gone in (first.info.run_id, later):
+        assert client.get_run(gone).info.lifecycle_stage == "deleted"
+    assert client.get_run(own).data.tags[tracking.PARENT_TAG] == earliest
+    assert client.get_run(moved).data.tags[tracking.PARENT_TAG] == earliest
+    assert client.get_run(earliest).data.tags["protocol"] == "finetune,linear,pretrain"
+    # idempotent: a second writer converging later changes nothing
+    assert tracking._converge_parents(client, exp_id, "dup", "m", "d") == earliest
+    assert {r.info.run_id for r in _runs(uri, "dup")} == active

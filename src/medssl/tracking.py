@@ -25,6 +25,13 @@ parents of one pair. For sqlite stores, artifacts go to ``<db folder>/mlartifact
 (MLflow's own default is ``./mlruns`` of the current directory); a server store
 keeps its own artifact location.
 
+With an HTTP server (``MLFLOW_TRACKING_URI=http://host:port``, for jobs on several
+machines) there is no lock to take: writers that start together each create a
+parent, so every writer merges duplicates right after creating its parent and
+again when its child ends (:func:`_converge_parents`): the earliest parent is
+kept, the others' children are re-tagged to it and the others are deleted.
+Each retry is logged at DEBUG level on the ``medssl.tracking`` logger.
+
 ``MEDSSL_TRACKING=off`` (or ``0``/``false``/``no``) disables tracking: :func:`tracked_run`
 yields a no-op logger and mlflow is never imported.
 """
@@ -33,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import random
 import sqlite3
@@ -44,6 +52,7 @@ from typing import Any, TypeVar
 from medssl import paths
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 TRACKING_ENV = "MEDSSL_TRACKING"
 ROLE_TAG = "medssl.role"
@@ -125,7 +134,10 @@ def retry(fn: Callable[..., T], *args: Any, attempts: int = 8, **kw: Any) -> T:
         except Exception as exc:
             if i == attempts - 1 or not _is_lock_error(exc):
                 raise
-            time.sleep(min(3.0, 0.1 * 2**i) * random.uniform(0.5, 1.5))
+            wait = min(3.0, 0.1 * 2**i) * random.uniform(0.5, 1.5)
+            log.debug("retry %d of %s in %.2f s after a lock error: %s",
+                      i + 1, getattr(fn, "__name__", fn), wait, str(exc).splitlines()[0][:200])
+            time.sleep(wait)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -271,16 +283,36 @@ def _experiment_id(client: Any, study: str, uri: str) -> str:
         return exp.experiment_id
 
 
+def _search_all(client: Any, experiment_id: str, filt: str) -> list[Any]:
+    """Every active run of ``experiment_id`` matching ``filt`` (all pages)."""
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = retry(client.search_runs, [experiment_id], filter_string=filt, max_results=1000,
+                     page_token=token)
+        runs.extend(page)
+        token = getattr(page, "token", None)
+        if not token:
+            return runs
+
+
+def _parent_filter(study: str, method: str, dataset: str) -> str:
+    return (f"tags.study = '{study}' and tags.method = '{method}' "
+            f"and tags.dataset = '{dataset}' and tags.`{ROLE_TAG}` = 'parent'")
+
+
+def _protocols(run: Any) -> set[str]:
+    return set(filter(None, run.data.tags.get("protocol", "").split(",")))
+
+
 def _parent_run_id(client: Any, experiment_id: str, study: str, method: str,
                    dataset: str, protocol: str) -> str:
     """Find or create the parent run of ``method``/``dataset`` (call under the store lock)."""
-    filt = (f"tags.study = '{study}' and tags.method = '{method}' "
-            f"and tags.dataset = '{dataset}' and tags.`{ROLE_TAG}` = 'parent'")
-    found = retry(client.search_runs, [experiment_id], filter_string=filt, max_results=1,
-                  order_by=["attributes.start_time ASC"])
+    found = retry(client.search_runs, [experiment_id], filter_string=_parent_filter(study, method, dataset),
+                  max_results=1, order_by=["attributes.start_time ASC"])
     if found:
         run = found[0]
-        protocols = set(filter(None, run.data.tags.get("protocol", "").split(",")))
+        protocols = _protocols(run)
         if protocol not in protocols:
             retry(client.set_tag, run.info.run_id, "protocol", ",".join(sorted(protocols | {protocol})))
         return run.info.run_id
@@ -290,6 +322,52 @@ def _parent_run_id(client: Any, experiment_id: str, study: str, method: str,
     # The parent only groups children; leaving it RUNNING would read as "in progress".
     retry(client.set_terminated, run.info.run_id, "FINISHED")
     return run.info.run_id
+
+
+def _converge_parents(client: Any, experiment_id: str, study: str, method: str, dataset: str,
+                      child_id: str | None = None) -> str:
+    """Merge duplicate parents of ``method``/``dataset`` into one; return its id.
+
+    For stores without :func:`store_lock` (an HTTP server): writers that start
+    together each find no parent and create one. Every writer calls this after
+    creating its parent and again when its child ends. The kept parent is the
+    smallest by ``(start_time, run_id)``, a total order, so it is never deleted
+    by anyone and all writers converge on it: each duplicate's children are
+    re-tagged to it and the duplicate is deleted. ``child_id`` (the caller's own
+    child) is re-tagged too, since its parent may have been deleted meanwhile.
+    Finally the kept parent's ``protocol`` tag is made to cover its children's
+    protocols, re-read after each write until no concurrent write undid it.
+    """
+    from mlflow.exceptions import MlflowException
+
+    parents = sorted(_search_all(client, experiment_id, _parent_filter(study, method, dataset)),
+                     key=lambda r: (r.info.start_time or 0, r.info.run_id))
+    if not parents:
+        raise RuntimeError(f"no parent run of {method}/{dataset} in experiment {study}")
+    keep, duplicates = parents[0].info.run_id, parents[1:]
+    protocols = set().union(*(_protocols(r) for r in parents))
+    for dup in duplicates:
+        dup_id = dup.info.run_id
+        for child in _search_all(client, experiment_id, f"tags.`{PARENT_TAG}` = '{dup_id}'"):
+            retry(client.set_tag, child.info.run_id, PARENT_TAG, keep)
+        try:
+            retry(client.delete_run, dup_id)
+        except MlflowException:  # deleted meanwhile by another writer
+            pass
+        log.debug("merged duplicate parent %s of %s/%s into %s", dup_id, method, dataset, keep)
+    if child_id is not None:
+        own = retry(client.get_run, child_id)
+        if own.data.tags.get(PARENT_TAG) != keep:
+            retry(client.set_tag, child_id, PARENT_TAG, keep)
+    for _ in range(10):
+        children = _search_all(client, experiment_id, f"tags.`{PARENT_TAG}` = '{keep}'")
+        protocols |= {c.data.tags["protocol"] for c in children if c.data.tags.get("protocol")}
+        current = _protocols(retry(client.get_run, keep))
+        if protocols <= current:
+            break
+        protocols |= current
+        retry(client.set_tag, keep, "protocol", ",".join(sorted(protocols)))
+    return keep
 
 
 @contextlib.contextmanager
@@ -325,9 +403,12 @@ def tracked_run(study: str, method: str, dataset: str, protocol: str, child: str
         return
     uri = uri or paths.mlflow_uri()
     client = _client(uri)
+    locked = sqlite_path(uri) is not None  # else a server: no lock, parents are merged instead
     with store_lock(uri):
         experiment_id = _experiment_id(client, study, uri)
         parent_id = _parent_run_id(client, experiment_id, study, method, dataset, protocol)
+    if not locked:
+        parent_id = _converge_parents(client, experiment_id, study, method, dataset)
     child_tags = {str(k): str(v) for k, v in (tags or {}).items()}
     child_tags.update({"study": study, "method": method, "dataset": dataset,
                        "protocol": protocol, ROLE_TAG: "child", PARENT_TAG: parent_id})
@@ -346,6 +427,8 @@ def tracked_run(study: str, method: str, dataset: str, protocol: str, child: str
     finally:
         try:
             logger.flush()
+            if not locked:
+                _converge_parents(client, experiment_id, study, method, dataset, run.info.run_id)
         except BaseException:
             status = "FAILED"
             raise
