@@ -23,7 +23,7 @@ def _md5(path: Path) -> str:
 
 def _spleen_spec(url: str, md5: str, **source) -> DatasetSpec:
     """params.yaml's msd_spleen entry with the URL and md5 replaced."""
-    entry = yaml.safe_load(PARAMS.read_text())["datasets"]["msd_spleen"]
+    entry = yaml.safe_load(PARAMS.read_text(encoding="utf-8"))["datasets"]["msd_spleen"]
     entry["source"].update(url=url, md5=md5, **source)
     return DatasetSpec.model_validate(entry)
 
@@ -280,3 +280,60 @@ def test_argument_errors(tmp_path):
         write_manifest(tmp_path / "nope")
     with pytest.raises(ValueError, match="name"):
         fetch("", _synthetic_spec(), tmp_path / "raw")
+
+
+# ------------------------------------------------------ non-MSD layouts
+def _files_spec(source: dict) -> DatasetSpec:
+    """An MM-WHS-like files layout (images and labels in one flat folder)."""
+    return DatasetSpec.model_validate({
+        "task": "segmentation", "classes": ["background", "heart"], "source": source,
+        "layout": {"kind": "files", "image": "ct_train/ct_train_{case}_image.nii.gz",
+                   "label": "ct_train/ct_train_{case}_label.nii.gz"},
+        "recipe": {"spacing": [1.0, 1.0, 1.0]},
+    })
+
+
+def _write_files_tree(root: Path, label: bool = True) -> Path:
+    import numpy as np
+
+    from medssl.io import save_nifti
+
+    for cid in (1001, 1002):
+        save_nifti(root / f"ct_train/ct_train_{cid}_image.nii.gz", np.zeros((4, 4, 2), np.int16), np.eye(4))
+        if label or cid == 1001:
+            save_nifti(root / f"ct_train/ct_train_{cid}_label.nii.gz", np.zeros((4, 4, 2), np.uint8), np.eye(4))
+    return root
+
+
+def test_url_with_a_files_layout_is_checked_by_its_cases(pack_archive, tmp_path):
+    good = pack_archive(_write_files_tree(tmp_path / "good" / "MMWHS").parent, tmp_path / "src" / "mmwhs.tar.gz")
+    spec = _files_spec({"kind": "url", "url": good.as_uri(), "md5": _md5(good), "subdir": "MMWHS"})
+    raw = fetch("mmwhs", spec, tmp_path / "raw" / "mmwhs", progress=False, cache_dir=tmp_path / "dl")
+    assert is_fetched(raw) and not (raw / "dataset.json").exists()  # no MSD check for a files layout
+    assert sorted(_tree(raw)) == ["ct_train/ct_train_1001_image.nii.gz", "ct_train/ct_train_1001_label.nii.gz",
+                                  "ct_train/ct_train_1002_image.nii.gz", "ct_train/ct_train_1002_label.nii.gz",
+                                  "manifest.json"]
+
+    bad = pack_archive(_write_files_tree(tmp_path / "bad" / "MMWHS", label=False).parent,
+                       tmp_path / "src" / "bad.tar.gz")
+    spec = _files_spec({"kind": "url", "url": bad.as_uri(), "md5": _md5(bad), "subdir": "MMWHS"})
+    raw = tmp_path / "raw" / "bad"
+    with pytest.raises(FetchError) as err:
+        fetch("bad", spec, raw, progress=False, cache_dir=tmp_path / "dl")
+    msg = str(err.value)
+    assert "'bad'" in msg and "files layout" in msg and "ct_train_1002_image.nii.gz" in msg and "without a label" in msg
+    assert _siblings(raw.parent) == ["mmwhs"]  # nothing half-built beside the good one
+
+
+def test_manual_with_a_files_layout_needs_a_case(tmp_path):
+    source = {"kind": "manual", "homepage": "https://example.org", "expected": ["ct_train/*.nii.gz"]}
+    raw = tmp_path / "raw" / "mmwhs"
+    (raw / "ct_train").mkdir(parents=True)
+    (raw / "ct_train" / "ct_train_1001.nii.gz").write_bytes(b"x")  # present, but not in the layout
+    with pytest.raises(FetchError) as err:
+        fetch("mmwhs", _files_spec(source), raw, progress=False)
+    msg = str(err.value)
+    assert "no case found" in msg and "'ct_train/ct_train_{case}_image.nii.gz'" in msg
+    assert "ct_train/ct_train_1001.nii.gz" in msg and not is_fetched(raw)
+    _write_files_tree(raw)
+    assert fetch("mmwhs", _files_spec(source), raw, progress=False) == raw and is_fetched(raw)

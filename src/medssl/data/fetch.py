@@ -11,6 +11,12 @@ Three kinds of source (:mod:`medssl.config`):
 * ``manual``: gated data the user puts in place; fetch checks it is there and
   says exactly where to put it when it is not.
 
+The raw folder is then checked against the dataset's layout: an MSD layout
+needs ``dataset.json`` and ``imagesTr/`` (url and synthetic sources; a manual
+source is checked by its ``expected`` patterns); any other layout must find
+at least one case (:func:`medssl.data.layouts.find_cases`, which also checks
+every case's label). Synthetic sources always write the MSD layout.
+
 The last file written is ``manifest.json`` (:func:`medssl.paths.raw_done`):
 every file's relative path, size and md5, sorted, so the same data always give
 the same bytes. Its presence means the fetch is complete; :func:`fetch` with
@@ -35,7 +41,7 @@ from urllib.parse import unquote, urlparse
 from tqdm import tqdm
 
 from medssl import paths
-from medssl.config import DatasetSpec, ManualSource, SyntheticSource, UrlSource
+from medssl.config import DatasetSpec, ManualSource, MsdLayout, SyntheticSource, UrlSource
 from medssl.data import archive as archive_mod
 from medssl.io import write_json
 
@@ -144,9 +150,9 @@ def fetch(name: str, spec: DatasetSpec, raw_dir: Path | None = None, force: bool
         _fetch_synthetic(name, source, raw_dir, progress)
     elif isinstance(source, UrlSource):
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        _fetch_url(name, source, raw_dir, cache, progress)
+        _fetch_url(name, spec, raw_dir, cache, progress)
     elif isinstance(source, ManualSource):
-        _fetch_manual(name, source, raw_dir, progress)
+        _fetch_manual(name, spec, raw_dir, progress)
     else:  # pragma: no cover - config.Source is a closed union
         raise FetchError(f"dataset {name!r}: unknown source kind {source.kind!r}")
     return raw_dir
@@ -166,7 +172,8 @@ def _fetch_synthetic(name: str, source: SyntheticSource, raw_dir: Path, progress
     _build_in_place(raw_dir, build, progress)
 
 
-def _fetch_url(name: str, source: UrlSource, raw_dir: Path, cache_dir: Path, progress: bool) -> None:
+def _fetch_url(name: str, spec: DatasetSpec, raw_dir: Path, cache_dir: Path, progress: bool) -> None:
+    source = spec.source
     url = source.url
     basename = posixpath.basename(unquote(urlparse(url).path))
     if not basename or basename in (".", ".."):
@@ -187,13 +194,14 @@ def _fetch_url(name: str, source: UrlSource, raw_dir: Path, cache_dir: Path, pro
         if source.subdir:
             layout = _subdir(name, archive, extracted, source.subdir)
         where = f"archive {archive}" + (f", folder {source.subdir!r}" if source.subdir else "")
-        _check_msd_layout(name, layout, where)
+        _check_layout(name, spec, layout, where)
         return layout
 
     _build_in_place(raw_dir, build, progress)
 
 
-def _fetch_manual(name: str, source: ManualSource, raw_dir: Path, progress: bool) -> None:
+def _fetch_manual(name: str, spec: DatasetSpec, raw_dir: Path, progress: bool) -> None:
+    source = spec.source
     missing = []
     for pattern in source.expected:
         if not pattern or Path(pattern).is_absolute() or ".." in Path(pattern).parts:
@@ -215,6 +223,8 @@ def _fetch_manual(name: str, source: ManualSource, raw_dir: Path, progress: bool
         lines.append(f"Put the files in the folder {folder}{state} so that every pattern above "
                      f"matches, then run `medssl fetch {name}` again.")
         raise FetchError("\n".join(lines))
+    if not isinstance(spec.layout, MsdLayout):  # the expected patterns are the check of an msd layout
+        _check_layout(name, spec, raw_dir, f"the folder {raw_dir.resolve()}")
     write_manifest(raw_dir, progress=progress)
 
 
@@ -277,6 +287,23 @@ def _subdir(name: str, archive: Path, extracted: Path, subdir: str) -> Path:
         raise FetchError(f"dataset {name!r}: archive {archive} has no folder {subdir!r}; "
                          f"its top level holds: {', '.join(top[:20]) or 'nothing'}")
     return folder
+
+
+def _check_layout(name: str, spec: DatasetSpec, folder: Path, what: str) -> None:
+    """Raise FetchError unless ``folder`` is in the dataset's layout.
+
+    MSD: :func:`_check_msd_layout`; other layouts: :func:`find_cases` finds at
+    least one case (every case with its label, for a labelled task).
+    """
+    if isinstance(spec.layout, MsdLayout):
+        _check_msd_layout(name, folder, what)
+        return
+    from medssl.data.layouts import PreprocessError, find_cases
+
+    try:
+        find_cases(folder, name, spec)
+    except PreprocessError as exc:
+        raise FetchError(f"dataset {name!r}: {what} is not in its {spec.layout.kind} layout: {exc}") from exc
 
 
 def _check_msd_layout(name: str, folder: Path, what: str) -> None:
