@@ -38,8 +38,13 @@ class Genesis(PretrainMethod):
         self.damage.set_random_state(seed)
 
     def loss(self, batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """MSE between the restoration of the damaged batch and the batch."""
-        damaged = self.damage.batch(batch)
+        """MSE between the restoration of the damaged batch and the batch.
+
+        Under data parallelism the whole global batch is damaged (one random
+        stream, identical on every rank) and this rank restores its slice.
+        """
+        damaged = self.local(self.damage.batch(batch))
+        batch = self.local(batch)
         restored = torch.sigmoid(self.head(self.backbone(damaged)["local"]))
         loss = F.mse_loss(restored, batch)
         return loss, {"mse": float(loss.detach())}

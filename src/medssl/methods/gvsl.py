@@ -109,11 +109,17 @@ class GVSL(PretrainMethod):
         return self.pair_loss(batch, torch.roll(batch, 1, 0))
 
     def pair_loss(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """Alg. 1 lines 4-11 for the pairs (a_i, b_i), averaged over the batch."""
+        """Alg. 1 lines 4-11 for the pairs (a_i, b_i), averaged over the batch.
+
+        Under data parallelism ``a`` and ``b`` are the global batch: the
+        augmentation and damage are drawn for every pair (one random stream,
+        identical on every rank) and this rank trains on its slice of the pairs.
+        """
         with torch.no_grad():
             a = self._augment(a)
             b = self._augment(b)
             damaged = self.damage.batch(a)
+            a, b, damaged = self.local(a), self.local(b), self.local(damaged)
         fa, fb = self.backbone(damaged), self.backbone(b)
         reg = self.register(fa, fb, tuple(a.shape[2:]))
         moved = warp(a, reg["dvf"])

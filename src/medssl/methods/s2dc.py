@@ -34,6 +34,15 @@ medssl's version, and where it differs from the published code on purpose:
   ``requires_grad=False`` (the optimiser skips them); the queue is a buffer,
   so both are in ``state_dict`` and a resumed run continues the same teacher
   and queue.
+* Data parallelism (DDP, :mod:`medssl.train.distributed`): every rank draws
+  the views of the whole global batch from the method's generator (identical
+  on every rank) and trains on its slice. The teacher keys of all ranks are
+  all-gathered (no gradient), so each query sees the dictionary of the global
+  batch; the patch loss is rescaled to the global ``Σ w ℓ / Σ w``
+  (an all-reduce of the weight total); every rank enqueues the same keys of
+  the global batch with the same random choice. Students are identical on
+  every rank after each DDP step, so the EMA teachers and the queues stay
+  identical without any further communication.
 
 Sizes: with the default ``unet3d`` backbone and the default 32³ batch patch,
 views are 24³ with p = 8 (offsets 0 or 8 voxels per axis, 27 patches per view,
@@ -56,7 +65,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medssl.methods.base import PretrainMethod
-from medssl.ot.matching import SinkhornMatcher, correspondence, dual_softmax, matching_loss
+from medssl.ot.matching import SinkhornMatcher, correspondence, dual_softmax, matching_loss, patch_nll
 from medssl.ot.sharpe import sharpe_weights
 
 OPERATORS = ("sinkhorn", "dual_softmax")
@@ -281,19 +290,38 @@ class S2DC(PretrainMethod):
             return self.queue[:count]
         return torch.roll(self.queue, -int(self.queue_ptr), 0)
 
-    def info_nce(self, q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor) -> torch.Tensor:
+    def info_nce(self, q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor,
+                 rows: torch.Tensor | None = None) -> torch.Tensor:
         """InfoNCE of D.2 for 2B queries (views A then B) against the teacher keys of the batch and the queue.
 
         Query ``q[r]`` (view v of volume i): positive ``k`` of the other view of
         volume i; negatives the keys of both views of every other volume and
         the queue; ``k`` of the same view (the teacher's copy of the query) is
         left out of the dictionary.
+
+        Args:
+            q: (R, D) queries; (2B, D) with ``rows=None``.
+            k: (2B, D) teacher keys of the (global) batch, views A then B.
+            queue: (K', D) extra negatives.
+            rows: (R,) the index in ``k`` of each query's own view; None means
+                ``q`` holds all 2B queries in the order of ``k``. Under data
+                parallelism ``q`` holds this rank's queries and ``k`` the keys
+                of every rank (:meth:`loss`).
         """
-        n = q.shape[0] // 2
-        idx = torch.arange(2 * n, device=q.device)
-        partner = (idx + n) % (2 * n)
-        logits = q @ k.t()
-        logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=q.device), float("-inf"))
+        if rows is None:
+            n = q.shape[0] // 2
+            idx = torch.arange(2 * n, device=q.device)
+            partner = (idx + n) % (2 * n)
+            logits = q @ k.t()
+            logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=q.device), float("-inf"))
+        else:
+            n = k.shape[0] // 2
+            rows = rows.to(q.device)
+            partner = (rows + n) % (2 * n)
+            logits = q @ k.t()
+            own = torch.zeros_like(logits, dtype=torch.bool)
+            own[torch.arange(rows.shape[0], device=q.device), rows] = True
+            logits = logits.masked_fill(own, float("-inf"))
         if queue.shape[0]:
             logits = torch.cat([logits, q @ queue.t()], 1)
         return F.cross_entropy(logits / self.temperature, partner)
@@ -308,19 +336,29 @@ class S2DC(PretrainMethod):
                              f"got {batch.shape[0]}")
         with torch.no_grad():
             a, b, target = self.make_views(batch)
-        n = batch.shape[0]
+            a, b, target = self.local(a), self.local(b), self.local(target)
+        n = batch.shape[0]  # the global batch; this rank's slice has ``nl`` volumes
+        nl = a.shape[0]
         feats = self.backbone(torch.cat([a, b]))
         tok = self.tokens(feats["local"])
-        sim, log_assign = self.match(tok[:n], tok[n:])
+        sim, log_assign = self.match(tok[:nl], tok[nl:])
         weights = sharpe_weights(sim, target >= 0) if self.sharpe else None
         l_patch = matching_loss(log_assign, target, dustbin=self.dustbin, weights=weights)
+        if self.world_size > 1:
+            l_patch = self._global_patch_mean(l_patch, log_assign, target, weights)
 
         q = self.embed(feats["global"], self.global_head)
         with torch.no_grad():
             if self.training:
                 self.momentum_update()
             k = self.embed(self.teacher["backbone"](torch.cat([a, b]))["global"], self.teacher["head"])
-        l_global = self.info_nce(q, k, self.queue_keys().detach().clone().to(q))  # enqueue() writes in place below
+        queue = self.queue_keys().detach().clone().to(q)  # enqueue() writes in place below
+        if self.world_size == 1:
+            l_global = self.info_nce(q, k, queue)
+        else:  # every rank's keys, views A of all volumes then views B, as in one process
+            k = self.gather(k).view(self.world_size, 2, nl, -1).transpose(0, 1).reshape(2 * n, -1)
+            own = self.rank * nl + torch.arange(nl)
+            l_global = self.info_nce(q, k, queue, rows=torch.cat([own, own + n]))
         if self.training:  # D.2: one randomly chosen sub-volume of each volume joins the queue
             pick = torch.randint(2, (n,), generator=self.generator) * n + torch.arange(n)
             self.enqueue(k[pick.to(k.device)])
@@ -328,7 +366,7 @@ class S2DC(PretrainMethod):
         w = self.weights
         loss = w["patch"] * l_patch + w["global"] * l_global
         with torch.no_grad():
-            m = tok.shape[1]
+            m = tok.shape[1]  # accuracy of this rank's slice
             pred = log_assign[:, :m, :m].argmax(-1)  # both views have m patches; the dustbin is left out
             valid = target >= 0
             acc = (pred[valid] == target[valid]).float().mean()
@@ -336,6 +374,29 @@ class S2DC(PretrainMethod):
         if self.dustbin:
             parts["bin_score"] = float(self.matcher.bin_score.detach())
         return loss, parts
+
+    def _global_patch_mean(self, l_patch: torch.Tensor, log_assign: torch.Tensor, target: torch.Tensor,
+                           weights: torch.Tensor | None) -> torch.Tensor:
+        """Rescale this rank's ``Σ w ℓ / Σ w`` so that the DDP gradient average is the global-batch ratio.
+
+        :func:`matching_loss` divides by the total weight of its batch; the
+        single-process loss divides by the total over the global batch, so
+        each rank's loss becomes ``Σ_rank w ℓ / Σ_all w · world_size`` (the
+        weights carry no gradient; DDP averages over ranks).
+        """
+        import torch.distributed as dist
+
+        with torch.no_grad():
+            _, row_mask, _, col_mask = patch_nll(log_assign.detach(), target, self.dustbin)
+            w_row = row_mask.to(log_assign.dtype)
+            if weights is not None:
+                w_row = torch.where(target.to(w_row.device) >= 0, weights.to(w_row), w_row)
+            local = w_row.sum() + col_mask.to(log_assign.dtype).sum()
+            total = local.clone()
+            dist.all_reduce(total)
+        if float(total) == 0:
+            return l_patch * 0.0
+        return l_patch * (local * self.world_size / total)
 
 
 def _crop(x: torch.Tensor, offset: Sequence[int], size: Sequence[int]) -> torch.Tensor:
