@@ -91,7 +91,9 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    from medssl.train.distributed import BACKEND_ENV, env_world
     from medssl.train.pretrain import pretrain
+    from medssl.train.resume import PREEMPTED_EXIT_CODE, Preempted
 
     p = _params(args)
     _known(args.study, p.studies, "study")
@@ -100,7 +102,15 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
                          "only ssl studies pre-train")
     if args.method not in p.studies[args.study].methods:
         raise SystemExit(f"error: method {args.method!r} is not in study {args.study!r}")
-    pretrain(p, args.study, args.method, progress=args.progress)
+    if args.dist_backend:
+        os.environ[BACKEND_ENV] = args.dist_backend
+    if env_world()[0] > 0:  # torchrun rank > 0: warnings and errors only, rank 0 tells the story
+        log.setLevel(logging.WARNING)
+    try:
+        pretrain(p, args.study, args.method, progress=args.progress, device=args.device)
+    except Preempted as exc:
+        log.warning("pretrain: %s; rerun the same command to resume (exit status %d)", exc, PREEMPTED_EXIT_CODE)
+        return PREEMPTED_EXIT_CODE
     return 0
 
 
@@ -214,9 +224,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--params-only", action="store_true", help="only the datasets of params.yaml")
     sp.add_argument("--sources", action="store_true", help="add the source column (URL / registration page)")
     sp.add_argument("--json", action="store_true", help="print the rows as JSON")
-    sp = add("pretrain", cmd_pretrain, "pre-train one method of a study; writes checkpoints/<study>/<method>/")
+    sp = add("pretrain", cmd_pretrain, "pre-train one method of a study; writes checkpoints/<study>/<method>/. "
+             "Resumes from checkpoints/<study>/<method>/state.pt when its configuration matches; on SIGTERM or "
+             "SIGUSR1 saves that state and exits with status 75 (rerun to resume). Under `torchrun "
+             "--nproc_per_node N` trains data-parallel (DDP), batch_size being the global batch.")
     sp.add_argument("study")
     sp.add_argument("method")
+    sp.add_argument("--device", default=None,
+                    help="cpu, cuda, cuda:1 ... (default: $MEDSSL_DEVICE, else cuda when available, else cpu; "
+                         "under torchrun each rank takes cuda:<LOCAL_RANK>)")
+    sp.add_argument("--dist-backend", default=None,
+                    help="torch.distributed backend under torchrun (default: $MEDSSL_DIST_BACKEND, else nccl on "
+                         "CUDA and gloo on the CPU)")
     sp = add("downstream", cmd_downstream, "train + evaluate one downstream run; writes its metrics.json")
     sp.add_argument("study")
     sp.add_argument("dataset")

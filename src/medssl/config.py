@@ -243,11 +243,15 @@ class MethodSpec(_Strict):
 
 class PretrainSpec(_Strict):
     epochs: int = Field(6, ge=0)
-    batch_size: int = Field(2, ge=1)
+    batch_size: int = Field(2, ge=1)  # the global batch: split over the processes of a DDP run
     lr: float = Field(1e-4, gt=0)
     patch: IntTriple = (32, 32, 32)
     steps_per_epoch: int = Field(4, ge=1)
     num_threads: int = Field(1, ge=1)
+    # save the full training state every k steps (0: only at the end of each epoch); also at every
+    # epoch end and on SIGTERM / SIGUSR1 (medssl.train.resume). Not part of the resume fingerprint.
+    checkpoint_every: int = Field(100, ge=0)
+    amp: bool = False  # bf16 autocast on CUDA (ignored on the CPU)
 
 
 class DownstreamSpec(PretrainSpec):

@@ -63,11 +63,34 @@ def make_dataset(entries: list[dict], task: str, patch: Sequence[int] | None = N
     return CacheDataset(items, transform=xform, cache_rate=1.0, num_workers=0, progress=False)
 
 
-def train_loader(dataset, batch_size: int, steps: int, seed: int) -> DataLoader:
-    """Loader of exactly ``steps`` batches drawn with replacement from a seeded generator."""
+def epoch_indices(dataset, batch_size: int, steps: int, seed: int) -> list[int]:
+    """The ``steps * batch_size`` case indices of one epoch, drawn with replacement from ``seed``.
+
+    The order of ``torch.utils.data.RandomSampler(replacement=True)`` with a
+    generator seeded by ``seed``: batch ``j`` is ``[j * batch_size, (j + 1) * batch_size)``.
+    """
     gen = torch.Generator().manual_seed(seed)
-    sampler = RandomSampler(dataset, replacement=True, num_samples=steps * batch_size, generator=gen)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=0, drop_last=True)
+    return list(RandomSampler(dataset, replacement=True, num_samples=steps * batch_size, generator=gen))
+
+
+def train_loader(dataset, batch_size: int, steps: int, seed: int, start: int = 0) -> DataLoader:
+    """Loader of batches ``start .. steps - 1`` of an epoch drawn with replacement from a seeded generator.
+
+    The epoch's sample order depends only on ``seed`` (:func:`epoch_indices`),
+    so a run resumed after ``start`` steps gets exactly the batches the
+    uninterrupted run got next, without loading the skipped ones. The random
+    crops and flips come from the dataset's transforms, whose random states a
+    resume restores (:mod:`medssl.train.resume`). ``num_workers`` stays 0: the
+    transforms run in this process, in sample order, so their random streams
+    are reproducible.
+
+    Raises:
+        ValueError: if ``start`` is not in ``[0, steps]``.
+    """
+    if not 0 <= start <= steps:
+        raise ValueError(f"start must be in [0, {steps}], got {start}")
+    indices = epoch_indices(dataset, batch_size, steps, seed)[start * batch_size:]
+    return DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=0, drop_last=True)
 
 
 def eval_loader(dataset) -> DataLoader:

@@ -1,11 +1,12 @@
-"""Helpers shared by the training loops: threads, seeding, model building, state files."""
+"""Helpers shared by the training loops: threads, seeding, model building, progress bars.
+
+Training states (save, load, random streams) are in :mod:`medssl.train.resume`.
+"""
 
 from __future__ import annotations
 
 import logging
 import random
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -13,7 +14,6 @@ from torch import nn
 
 from medssl import registry
 from medssl.config import BackboneSpec
-from medssl.io import atomic_path
 
 log = logging.getLogger("medssl")
 
@@ -29,33 +29,6 @@ def setup(seed: int, num_threads: int) -> None:
 def build_backbone(spec: BackboneSpec) -> nn.Module:
     """Instantiate the registry backbone named by ``spec``."""
     return registry.resolve("backbone", spec.name)(**spec.args)
-
-
-def save_state(path: Path, state: dict[str, Any]) -> None:
-    """``torch.save`` atomically (a killed job never leaves a truncated state)."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_state(path: Path) -> dict[str, Any] | None:
-    """The saved training state, or None when there is none or it is unreadable."""
-    if not path.is_file():
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # a state from an older, incompatible run: start over
-        log.warning("%s: ignoring unreadable training state (%s)", path, exc)
-        return None
-
-
-def rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
 
 
 def progress_bar(iterable, total: int, desc: str, enabled: bool):
