@@ -162,3 +162,17 @@ def test_preprocess_case_lung_crop(tmp_path):
                                          o[2]:o[2] + out.shape[2]], atol=1e-4)
     np.testing.assert_allclose(off[:3], o, atol=1e-6)
     np.testing.assert_allclose(full_affine[:3, :3], ras_affine(sitk.DICOMOrient(img, "RAS"))[:3, :3])
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_mask_on_the_torso_phantom(index):
+    """An independent anatomy: medssl's torso phantom (ribs, trachea, vessel tree, partial volume)."""
+    from medssl.config import SyntheticSource
+    from medssl.data.synthetic import STRUCTURES, generate
+
+    source = SyntheticSource(kind="synthetic", n_cases=2, shape=(64, 64, 32), spacing=(6.0, 6.0, 12.0), seed=5)
+    ph = generate(source, index)
+    lung = [STRUCTURES[k] for k in ("lung_left", "lung_right", "lung_vessel", "lesion")]
+    truth = np.isin(ph.structures, lung)
+    mask = lung_mask(ph.image, spacing=np.sqrt((ph.affine[:3, :3] ** 2).sum(0)))
+    assert dice(mask, truth) >= 0.95
