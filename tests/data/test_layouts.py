@@ -417,6 +417,8 @@ def test_csv_missing_a_case(tmp_path):
     csv.write_text("\n".join(line for line in csv.read_text().splitlines() if not line.startswith("10,")) + "\n")
     spec = make_spec(STOIC, "classification", ["negative", "covid"])
     fails_cleanly("stoic", spec, raw, tmp_path, str(csv), "case '10'", "'PatientID'")
+    csv.write_text(csv.read_text() + "10,,1\n,1,1\n")  # an empty class cell (and a row without id, skipped)
+    fails_cleanly("stoic", spec, raw, tmp_path, str(csv), "case '10'", "empty 'probCOVID' cell")
     wrong = make_spec({**STOIC, "labels_csv": {**STOIC["labels_csv"], "label_column": "covid"}},
                       "classification", ["negative", "covid"])
     fails_cleanly("stoic", wrong, raw, tmp_path, str(csv), "no column 'covid'", "PatientID, probCOVID, probSevere")

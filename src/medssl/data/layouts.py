@@ -470,8 +470,9 @@ class _Finder:
         out = {}
         for cid, m in found.items():
             value = table.get(cid, table.get(m.group("case")))
-            if value is None:
-                raise PreprocessError(f"{path}: case {cid!r} ({self.raw_dir / m.group(0)}) is not in the "
+            if not value:
+                fault = "is not in the" if value is None else f"has an empty {self.table.label_column!r} cell in the"
+                raise PreprocessError(f"{path}: case {cid!r} ({self.raw_dir / m.group(0)}) {fault} "
                                       f"{self.table.id_column!r} column")
             out[cid] = class_index(value, self.spec, f"{path}, case {cid!r}")
         return out
@@ -481,9 +482,12 @@ class _Finder:
 def read_label_table(path: str | Path, id_column: str, label_column: str) -> dict[str, str]:
     """``{id: class value}`` of a CSV table, every cell read as a stripped string.
 
+    Rows with an empty id are skipped; an empty class value is kept as ``""``
+    (an error only for a case that needs it, see :func:`find_cases`).
+
     Raises:
         PreprocessError: naming ``path`` when it is missing or unreadable, lacks a
-            column, has an empty cell, or gives one id two different values.
+            column, or gives one id two different values.
     """
     import pandas as pd
 
@@ -499,9 +503,9 @@ def read_label_table(path: str | Path, id_column: str, label_column: str) -> dic
         raise PreprocessError(f"{path}: no column {', '.join(map(repr, missing))}; "
                               f"its columns: {', '.join(map(str, df.columns))}")
     out: dict[str, str] = {}
-    for row, (cid, value) in enumerate(zip(df[id_column].str.strip(), df[label_column].str.strip()), start=2):
-        if not cid or not value:
-            raise PreprocessError(f"{path}: line {row}: empty {id_column!r} or {label_column!r} cell")
+    for cid, value in zip(df[id_column].str.strip(), df[label_column].str.strip()):
+        if not cid:
+            continue
         if out.get(cid, value) != value:
             raise PreprocessError(f"{path}: id {cid!r} has two labels: {out[cid]!r} and {value!r}")
         out[cid] = value
