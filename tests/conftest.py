@@ -24,7 +24,7 @@ def _one_thread():
 
 def _tiny_params() -> dict:
     """params.yaml shrunk to seconds: tiny phantoms, a 3-level width-4 U-Net, 2 epochs."""
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     for name in ("phantom_corpus", "phantom_organs", "phantom_lesion"):
         ds = p["datasets"][name]
         ds["source"].update(shape=[24, 24, 12], spacing=[12.0, 12.0, 24.0])
