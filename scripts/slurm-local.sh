@@ -46,7 +46,7 @@ log() { echo "slurm-local: $*" >&2; }
 live_pid() {
     local name=$1 file=$2 pid state
     [ -s "$file" ] || return 1
-    pid=$(tr -dc '0-9' <"$file")
+    pid=$(cat "$file" 2>/dev/null | tr -dc '0-9')
     [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
     [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ] || return 1
     state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 1
@@ -55,6 +55,8 @@ live_pid() {
 }
 
 elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}'; }
+
+nodename() { uname -n | cut -d. -f1; }  # slurmd matches NodeName to the short host name
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -72,7 +74,7 @@ require() {
 
 write_conf() {
     local node cpus mem ctld_port=6817
-    node=$(hostname -s)
+    node=$(nodename)
     cpus=$(nproc)
     mem=$(( $(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo) - 2048 ))
     [ "$mem" -ge 512 ] || mem=512
@@ -198,7 +200,7 @@ do_start() {
     # 2. slurmctld, then slurmd (they daemonize and write their pid files)
     write_conf
     /usr/sbin/slurmctld -f "$CONF"
-    /usr/sbin/slurmd -f "$CONF" -N "$(hostname -s)"
+    /usr/sbin/slurmd -f "$CONF" -N "$(nodename)"
 
     # 3. ready when the node is idle
     local state=""
@@ -214,7 +216,7 @@ do_start() {
         do_stop
         exit 1
     fi
-    log "ready in $(elapsed "$t0") s: $(hostname -s), $(nproc) CPUs; eval \"\$($0 env $STATE)\""
+    log "ready in $(elapsed "$t0") s: $(nodename), $(nproc) CPUs; eval \"\$($0 env $STATE)\""
 }
 
 case $cmd in
