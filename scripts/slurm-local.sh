@@ -33,8 +33,9 @@ set -euo pipefail
 usage() { echo "usage: $0 start|stop|status|env <statedir>" >&2; exit 2; }
 [ $# -eq 2 ] || usage
 cmd=$1
-mkdir -p "$2"
-STATE=$(cd "$2" && pwd)
+[ "$cmd" != start ] || mkdir -p "$2"
+case $2 in /*) STATE=$2 ;; *) STATE=$PWD/$2 ;; esac
+[ ! -d "$STATE" ] || STATE=$(cd "$STATE" && pwd)
 CONF=$STATE/slurm.conf
 TIMEOUT=${SLURM_LOCAL_TIMEOUT:-60}
 # daemon name (as in /proc/PID/comm) and its pid file; stop order is this order
@@ -46,7 +47,7 @@ log() { echo "slurm-local: $*" >&2; }
 live_pid() {
     local name=$1 file=$2 pid state
     [ -s "$file" ] || return 1
-    pid=$(cat "$file" 2>/dev/null | tr -dc '0-9')
+    pid=$( { tr -dc '0-9' <"$file"; } 2>/dev/null)  # the daemon may remove it meanwhile
     [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
     [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ] || return 1
     state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 1
@@ -141,16 +142,16 @@ do_status() {
 }
 
 do_stop() {
-    local d name file pid i jobs
+    local d name file pid jobs
     # First cancel this cluster's jobs: slurmstepd and the job processes would
     # outlive slurmd otherwise.
     if live_pid slurmctld "$STATE/slurmctld.pid" >/dev/null; then
         jobs=$(SLURM_CONF=$CONF timeout 10 squeue -h -o %i -t PENDING,RUNNING,SUSPENDED,COMPLETING 2>/dev/null || true)
         if [ -n "$jobs" ]; then
-            log "cancelling jobs: $(echo $jobs)"
+            log "cancelling jobs: $(tr '\n' ' ' <<<"$jobs")"
             # shellcheck disable=SC2086
             SLURM_CONF=$CONF timeout 10 scancel $jobs || true
-            for i in $(seq 1 150); do  # up to 15 s
+            for _ in $(seq 1 150); do  # up to 15 s
                 [ -z "$(SLURM_CONF=$CONF timeout 10 squeue -h -o %i -t RUNNING,COMPLETING 2>/dev/null)" ] && break
                 sleep 0.1
             done
@@ -160,7 +161,7 @@ do_stop() {
         name=${d%%:*}; file=${d#*:}
         if pid=$(live_pid "$name" "$file"); then
             kill -TERM "$pid" 2>/dev/null || true
-            for i in $(seq 1 100); do  # 10 s, then SIGKILL
+            for _ in $(seq 1 100); do  # 10 s, then SIGKILL
                 live_pid "$name" "$file" >/dev/null || break
                 sleep 0.1
             done
@@ -173,6 +174,14 @@ do_stop() {
         fi
         rm -f "$file"
     done
+}
+
+# Print the logs, stop what did start, exit 1.
+fail_start() {
+    log "$*; logs:"
+    tail -n 20 "$STATE/munge/munged.log" "$STATE/log/slurmctld.log" "$STATE/log/slurmd.log" >&2 2>/dev/null || true
+    do_stop
+    exit 1
 }
 
 do_start() {
@@ -189,18 +198,19 @@ do_start() {
     [ -s "$STATE/munge/munge.key" ] || mungekey --create --keyfile="$STATE/munge/munge.key"
     /usr/sbin/munged --force --socket="$STATE/munge/munge.socket" --key-file="$STATE/munge/munge.key" \
         --pid-file="$STATE/munge/munged.pid" --log-file="$STATE/munge/munged.log" \
-        --seed-file="$STATE/munge/munged.seed" 2>>"$STATE/munge/munged.log"
-    local i
-    for i in $(seq 1 50); do
-        timeout 5 munge -S "$STATE/munge/munge.socket" -n 2>/dev/null \
-            | timeout 5 unmunge -S "$STATE/munge/munge.socket" >/dev/null 2>&1 && break
+        --seed-file="$STATE/munge/munged.seed" 2>>"$STATE/munge/munged.log" || fail_start "munged did not start"
+    local ok=""
+    for _ in $(seq 1 50); do
+        if timeout 5 munge -S "$STATE/munge/munge.socket" -n 2>/dev/null \
+            | timeout 5 unmunge -S "$STATE/munge/munge.socket" >/dev/null 2>&1; then ok=1; break; fi
         sleep 0.1
     done
+    [ -n "$ok" ] || fail_start "munged does not answer on $STATE/munge/munge.socket"
 
     # 2. slurmctld, then slurmd (they daemonize and write their pid files)
     write_conf
-    /usr/sbin/slurmctld -f "$CONF"
-    /usr/sbin/slurmd -f "$CONF" -N "$(nodename)"
+    /usr/sbin/slurmctld -f "$CONF" || fail_start "slurmctld did not start"
+    /usr/sbin/slurmd -f "$CONF" -N "$(nodename)" || fail_start "slurmd did not start"
 
     # 3. ready when the node is idle
     local state=""
@@ -210,12 +220,7 @@ do_start() {
         [ "$state" = idle ] && break
         sleep 0.5
     done
-    if [ "$state" != idle ]; then
-        log "cluster not idle after ${TIMEOUT}s (node state: '${state}'); logs:"
-        tail -n 20 "$STATE/munge/munged.log" "$STATE/log/slurmctld.log" "$STATE/log/slurmd.log" >&2 2>/dev/null || true
-        do_stop
-        exit 1
-    fi
+    [ "$state" = idle ] || fail_start "cluster not idle after ${TIMEOUT}s (node state: '${state}')"
     log "ready in $(elapsed "$t0") s: $(nodename), $(nproc) CPUs; eval \"\$($0 env $STATE)\""
 }
 
