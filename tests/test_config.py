@@ -87,3 +87,25 @@ def test_load_errors(tmp_path):
     bad.write_text("a: [1, 2\n")
     with pytest.raises(config.ConfigError, match="bad.yaml: not valid YAML"):
         config.load(bad)
+
+
+def test_pooled_pretrain_corpus_and_catalog_datasets():
+    """A study may pool several pre-training corpora and name catalog datasets it does not define."""
+    raw = yaml.safe_load(open(ROOT / "params.yaml", encoding="utf-8"))
+    raw["studies"]["pool"] = {"backbone": "unet3d_tiny", "pretrain_dataset": ["phantom_corpus", "luna16"],
+                              "methods": ["scratch"], "datasets": ["phantom_organs", "btcv"]}
+    raw["targets"] = ["pool"]
+    p = config.parse(raw)
+    st = p.studies["pool"]
+    assert st.pretrain_datasets == ["phantom_corpus", "luna16"] and st.pretrain_name == "phantom_corpus+luna16"
+    assert p.study_datasets("pool") == ["btcv", "luna16", "phantom_corpus", "phantom_organs"]
+    assert p.datasets["btcv"].layout.kind == "files"  # filled in from the catalog
+    assert "totalsegmentator" not in p.datasets  # only what a study names
+    assert p.target_studies() == ["pool"]
+    raw["targets"] = ["nope"]
+    with pytest.raises(config.ConfigError, match="targets: study 'nope' is not defined"):
+        config.parse(raw)
+    raw["targets"] = None
+    raw["studies"]["pool"]["datasets"] = ["no_such_set"]
+    with pytest.raises(config.ConfigError, match="nor in the catalog"):
+        config.parse(raw)

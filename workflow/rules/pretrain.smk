@@ -12,7 +12,7 @@
 
 rule pretrain:
     input:
-        lambda w: str(paths.datalist(P.studies[w.study].pretrain_dataset)),
+        lambda w: pretrain_inputs(w.study),
     output:
         weights=str(paths.backbone_weights("{study}", "{method}")),
         config=str(paths.backbone_config("{study}", "{method}")),

@@ -94,13 +94,13 @@ def _pretrain(params: Params, study: str, method: str, progress: bool, dev: torc
     state_path = paths.train_state(study, method)
     summary: dict[str, Any] = {"study": study, "method": method, "epochs": 0, "final_loss": None}
     log.info("pretrain: study=%s method=%s (%s) corpus=%s backbone=%s epochs=%d device=%s processes=%d",
-             study, method, mspec.kind, st.pretrain_dataset, st.backbone, cfg.epochs, dev, dist_env.world_size)
+             study, method, mspec.kind, st.pretrain_name, st.backbone, cfg.epochs, dev, dist_env.world_size)
     t0 = time.time()
     run_params = {"method_kind": mspec.kind, **{f"arg.{k}": v for k, v in mspec.args.items()},
                   **cfg.model_dump(), "backbone": bspec.name, **{f"backbone.{k}": v for k, v in bspec.args.items()},
                   "seed": seed, "device": dev.type, "world_size": dist_env.world_size}
     if dist_env.is_main:
-        tracked = tracking.tracked_run(study, method, st.pretrain_dataset, "pretrain", "pretrain", run_params)
+        tracked = tracking.tracked_run(study, method, st.pretrain_name, "pretrain", "pretrain", run_params)
     else:
         tracked = contextlib.nullcontext(tracking.RunLogger(None, ""))
     with tracked as run:
@@ -132,8 +132,8 @@ def _train(params: Params, study: str, method: str, model, cfg: PretrainSpec, st
                          f"{dist_env.world_size} processes")
     if cfg.amp and dev.type != "cuda":
         log.warning("pretrain: amp (bf16 autocast) is for CUDA only; training in float32 on %s", dev)
-    dl = paths.datalist(st.pretrain_dataset)
-    entries = [e for sec in ("training", "validation", "test") for e in read_datalist(dl, sec)]
+    entries = [e for name in st.pretrain_datasets  # one corpus, or several pooled (S2DC's 10k CT)
+               for sec in ("training", "validation", "test") for e in read_datalist(paths.datalist(name), sec)]
     data = make_dataset(entries, "pretrain", patch=cfg.patch, train=True, seed=params.seed)
     model.to(dev)
     model.set_data_parallel(dist_env.rank, dist_env.world_size)
