@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import locale
 import os
 
 from pathlib import Path
@@ -90,3 +91,18 @@ def tiny_root(tmp_path_factory, tiny_params):
 
     yield prepare
     mp.undo()
+
+
+@pytest.fixture(autouse=True)
+def _keep_locale():
+    """Restore the process locale after each test.
+
+    GDCM's DICOM writer (SimpleITK ``ImageFileWriter`` with an image position tag)
+    switches the whole process to the C locale and leaves it so; Python's
+    ``open()`` then defaults to ASCII and later tests fail to read UTF-8 files
+    such as params.yaml. Reading DICOM does not do this.
+    """
+    saved = locale.setlocale(locale.LC_ALL)
+    yield
+    if locale.setlocale(locale.LC_ALL) != saved:
+        locale.setlocale(locale.LC_ALL, saved)

@@ -1,4 +1,4 @@
-"""Shared fixtures of the data tests: a tiny MSD Task09 archive, a local HTTP server, the locale kept."""
+"""Shared fixtures of the data tests: a tiny MSD Task09 archive, a local HTTP server."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import functools
 import http.server
 import io
 import json
-import locale
 import tarfile
 import threading
 import zipfile
@@ -31,21 +30,6 @@ MSD_DATASET_JSON = {
     "training": [{"image": "./imagesTr/spleen_1.nii.gz", "label": "./labelsTr/spleen_1.nii.gz"}],
     "test": [],
 }
-
-
-@pytest.fixture(autouse=True)
-def _keep_locale():
-    """Restore the process locale after each test.
-
-    GDCM's DICOM writer (SimpleITK ``ImageFileWriter`` with an image position tag)
-    switches the whole process to the C locale and leaves it so; Python's
-    ``open()`` then defaults to ASCII and later tests fail to read UTF-8 files
-    such as params.yaml. Reading DICOM does not do this.
-    """
-    saved = locale.setlocale(locale.LC_ALL)
-    yield
-    if locale.setlocale(locale.LC_ALL) != saved:
-        locale.setlocale(locale.LC_ALL, saved)
 
 
 def write_msd_tree(root: Path, task: str = "Task09_Spleen") -> Path:
