@@ -116,12 +116,17 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def cmd_downstream(args: argparse.Namespace) -> int:
     from medssl.train.downstream import downstream
+    from medssl.train.resume import PREEMPTED_EXIT_CODE, Preempted
 
     p = _params(args)
     _known(args.study, p.studies, "study")
     _known(args.dataset, p.datasets, "dataset")
-    downstream(p, args.study, args.dataset, args.protocol, args.method, args.fraction, args.seed,
-               progress=args.progress)
+    try:
+        downstream(p, args.study, args.dataset, args.protocol, args.method, args.fraction, args.seed,
+                   progress=args.progress, device=args.device)
+    except Preempted as exc:
+        log.warning("downstream: %s; rerun the same command to resume (exit status %d)", exc, PREEMPTED_EXIT_CODE)
+        return PREEMPTED_EXIT_CODE
     return 0
 
 
@@ -236,13 +241,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dist-backend", default=None,
                     help="torch.distributed backend under torchrun (default: $MEDSSL_DIST_BACKEND, else nccl on "
                          "CUDA and gloo on the CPU)")
-    sp = add("downstream", cmd_downstream, "train + evaluate one downstream run; writes its metrics.json")
+    sp = add("downstream", cmd_downstream, "train + evaluate one downstream run; writes its metrics.json. "
+             "Resumes from state.pt beside it when its configuration matches; on SIGTERM or SIGUSR1 saves that "
+             "state and exits with status 75 (rerun to resume).")
     sp.add_argument("study")
     sp.add_argument("dataset")
     sp.add_argument("protocol", choices=["linear", "finetune"])
     sp.add_argument("method")
     sp.add_argument("--fraction", type=float, default=1.0, help="label fraction of the training split")
     sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--device", default=None,
+                    help="cpu, cuda, cuda:1 ... (default: $MEDSSL_DEVICE, else cuda when available, else cpu)")
     sp = add("template", cmd_template, "train + evaluate one model of a template study (Tables 2/3 of the "
              "diffeomorphic template transformers); writes its metrics.json")
     sp.add_argument("study")

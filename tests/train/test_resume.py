@@ -1,10 +1,11 @@
-"""Preemption-safe pre-training: a killed or signalled job, rerun, ends bit-identical to one never stopped.
+"""Preemption-safe training: a killed or signalled job, rerun, ends bit-identical to one never stopped.
 
-Each test runs ``medssl pretrain`` in a subprocess on the tiny phantom corpus
-(3-level width-4 U-Net, 16³ patches, 3 epochs x 4 steps, a state saved after
-every step), stops it part-way, reruns it and compares the exported backbone,
-the full saved state and the loss history with an uninterrupted run, with
-``torch.equal`` / ``==`` (no tolerance).
+Each test runs ``medssl pretrain`` (or ``medssl downstream``) in a subprocess
+on the tiny phantoms (3-level width-4 U-Net, 16³ patches, 3 epochs x 4 steps,
+a state saved after every step), stops it part-way, reruns it and compares the
+exported backbone, the full saved state and the loss history (downstream: the
+whole ``metrics.json``) with an uninterrupted run, with ``torch.equal`` /
+``==`` (no tolerance).
 """
 
 from __future__ import annotations
@@ -37,13 +38,14 @@ TIMEOUT = 120
 def _mapping(tiny_params) -> dict:
     p = tiny_params()
     p["pretrain"].update(epochs=EPOCHS, steps_per_epoch=STEPS, checkpoint_every=1)
+    p["downstream"].update(epochs=EPOCHS, steps_per_epoch=STEPS, checkpoint_every=1, val_every=1)
     return p
 
 
 @pytest.fixture(scope="module")
 def corpus(tiny_root, tiny_params, tmp_path_factory):
-    """``(params, params file)`` of a tiny root with the phantom corpus preprocessed."""
-    tiny_root("phantom_corpus")
+    """``(params, params file)`` of a tiny root with the phantom corpus and organs preprocessed."""
+    tiny_root("phantom_corpus", "phantom_organs")
     mapping = _mapping(tiny_params)
     path = tmp_path_factory.mktemp("params") / "params.yaml"
     path.write_text(yaml.safe_dump(mapping))
@@ -73,14 +75,17 @@ def _reference_run(corpus, method: str) -> dict:
     return _reference[method]
 
 
-def _command(params_file: Path, method: str) -> list[str]:
-    return [sys.executable, "-m", "medssl.cli", "pretrain", "--params", str(params_file), "--device", "cpu",
-            "ssl3d", method]
+DOWNSTREAM = ["downstream", "ssl3d", "phantom_organs", "finetune", "scratch", "--seed", "0"]
 
 
-def _start(params_file: Path, method: str) -> subprocess.Popen:
+def _command(params_file: Path, method: str, stage: list[str] | None = None) -> list[str]:
+    stage = stage or ["pretrain", "ssl3d", method]
+    return [sys.executable, "-m", "medssl.cli", *stage, "--params", str(params_file), "--device", "cpu"]
+
+
+def _start(params_file: Path, method: str, stage: list[str] | None = None) -> subprocess.Popen:
     env = {**os.environ, "MEDSSL_TRACKING": "off", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(_command(params_file, method), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+    return subprocess.Popen(_command(params_file, method, stage), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                             text=True, env=env)
 
 
@@ -96,10 +101,11 @@ def _run_until_saved(proc: subprocess.Popen, step: int) -> list[str]:
     raise AssertionError(f"job ended (status {proc.returncode}) before saving step {step}:\n{''.join(lines)}")
 
 
-def _finish(params_file: Path, method: str) -> str:
+def _finish(params_file: Path, method: str, stage: list[str] | None = None) -> str:
     """Rerun the job to the end; its log."""
     env = {**os.environ, "MEDSSL_TRACKING": "off", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(_command(params_file, method), capture_output=True, text=True, env=env, timeout=TIMEOUT)
+    done = subprocess.run(_command(params_file, method, stage), capture_output=True, text=True, env=env,
+                          timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr
     return done.stderr
 
@@ -200,3 +206,31 @@ def test_state_of_another_configuration_is_not_resumed(corpus, tiny_params, capl
     assert torch.load(paths.train_state("ssl3d", "genesis"), weights_only=False)["global_step"] == 2
     assert paths.train_state("ssl3d", "genesis").read_bytes() != first
     shutil.rmtree(paths.checkpoint_dir("ssl3d", "genesis"))
+
+
+def test_downstream_sigterm_then_rerun_is_bit_identical(corpus):
+    from medssl.train.downstream import downstream
+
+    p, params_file = corpus
+    pretrain(p, "ssl3d", "scratch", progress=False)  # the backbone to fine-tune (no training)
+    out = paths.downstream_metrics("ssl3d", "phantom_organs", "finetune", "scratch", 1.0, 0)
+    ref = downstream(p, "ssl3d", "phantom_organs", "finetune", "scratch", 1.0, 0, progress=False)
+    assert not out.with_name("state.pt").exists()  # removed once metrics.json is written
+    out.unlink()
+    proc = _start(params_file, "scratch", DOWNSTREAM)
+    try:
+        _run_until_saved(proc, 2)
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == PREEMPTED_EXIT_CODE, rest
+    saved = torch.load(out.with_name("state.pt"), weights_only=False)
+    assert 2 <= saved["global_step"] < TOTAL and not out.exists()
+    log = _finish(params_file, "scratch", DOWNSTREAM)
+    assert "downstream: resuming from" in log
+    got = json.loads(out.read_text())
+    ref.pop("seconds"), got.pop("seconds")
+    assert got == json.loads(json.dumps(ref))  # metrics, per-case rows, history, best epoch: exactly
+    assert not out.with_name("state.pt").exists()

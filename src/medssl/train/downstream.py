@@ -6,11 +6,24 @@ on the pooled global feature (classification); ``finetune`` trains
 everything. The label fraction subsamples the training split with the run's
 seed. The weights with the best validation metric (mean Dice, or AUC) are kept
 and evaluated on the test split with MONAI sliding-window inference.
+
+Like pre-training (:mod:`medssl.train.pretrain`), a run keeps its whole
+training state (weights, optimizer, random streams, loader position, history,
+the best weights so far) in ``state.pt`` beside its ``metrics.json``, saved
+every ``downstream.checkpoint_every`` steps, after every epoch (and its
+validation) and on ``SIGTERM`` / ``SIGUSR1`` (then
+:class:`~medssl.train.resume.Preempted`; ``medssl downstream`` exits 75); a
+rerun continues bit-identically and the state is deleted once
+``metrics.json`` is written. Model and batches go to one device
+(:func:`medssl.train.distributed.resolve_device`), training under bf16
+autocast on CUDA with ``downstream.amp``. One process only (no DDP).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
 import time
 from typing import Any
 
@@ -26,6 +39,9 @@ from medssl.io import write_json
 from medssl.nn.checkpoint import load_backbone
 from medssl.nn.heads import ClassificationHead, SegmentationHead
 from medssl.train.common import log, progress_bar, setup
+from medssl.train.distributed import resolve_device
+from medssl.train.resume import (STATE_VERSION, Preempted, Preemption, capture_rng, due, fingerprint, load_state,
+                                 randomizable_states, restore_rng, save_state, set_randomizable_states, to_cpu)
 from medssl.train.evaluation import classification_metrics, segmentation_metrics, summarise
 
 PROTOCOLS = ("linear", "finetune")
@@ -49,11 +65,18 @@ class DownstreamModel(nn.Module):
 
 
 def downstream(params: Params, study: str, dataset: str, protocol: str, method: str,
-               fraction: float, seed: int, progress: bool = True, return_model: bool = False):
+               fraction: float, seed: int, progress: bool = True, return_model: bool = False,
+               device: str | None = None):
     """Train and evaluate one downstream run; write its ``metrics.json``.
+
+    Args:
+        device: ``cpu``, ``cuda`` ...; default ``$MEDSSL_DEVICE``, else CUDA when available.
 
     Returns:
         the metrics mapping, or ``(metrics, model)`` with ``return_model``.
+
+    Raises:
+        Preempted: after saving the state on ``SIGTERM`` / ``SIGUSR1``.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
@@ -61,12 +84,14 @@ def downstream(params: Params, study: str, dataset: str, protocol: str, method: 
         raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
     spec = params.datasets[dataset]
     cfg = params.downstream
+    dev = resolve_device(device)
     setup(seed, cfg.num_threads)
     t0 = time.time()
     backbone = load_backbone(paths.backbone_weights(study, method), paths.backbone_config(study, method))
     model = DownstreamModel(backbone, spec.task, len(spec.classes))
     if protocol == "linear":
         backbone.requires_grad_(False)
+    model.to(dev)
     trainable = [p for p in model.parameters() if p.requires_grad]
     dl = paths.datalist(dataset)
     train_entries = subsample(read_datalist(dl, "training"), fraction, seed)
@@ -74,8 +99,10 @@ def downstream(params: Params, study: str, dataset: str, protocol: str, method: 
     if not val_entries or not test_entries:
         raise ValueError(f"{dl}: downstream needs non-empty validation and test splits")
     log.info("downstream: study=%s dataset=%s protocol=%s method=%s fraction=%s seed=%d "
-             "(%d train / %d val / %d test cases)", study, dataset, protocol, method, fraction, seed,
-             len(train_entries), len(val_entries), len(test_entries))
+             "(%d train / %d val / %d test cases) device=%s", study, dataset, protocol, method, fraction, seed,
+             len(train_entries), len(val_entries), len(test_entries), dev)
+    if cfg.amp and dev.type != "cuda":
+        log.warning("downstream: amp (bf16 autocast) is for CUDA only; training in float32 on %s", dev)
     train_ds = make_dataset(train_entries, spec.task, patch=cfg.patch, train=True, seed=seed)
     val_ds = make_dataset(val_entries, spec.task, train=False)
     test_ds = make_dataset(test_entries, spec.task, train=False)
@@ -84,42 +111,94 @@ def downstream(params: Params, study: str, dataset: str, protocol: str, method: 
     child = f"{protocol}/{paths.frac_tag(fraction)}/{paths.seed_tag(seed)}"
     run_params = {**cfg.model_dump(), "fraction": fraction, "seed": seed, "protocol": protocol,
                   "n_train": len(train_entries), "n_trainable": sum(p.numel() for p in trainable)}
+    out = paths.downstream_metrics(study, dataset, protocol, method, fraction, seed)
+    state_path = out.with_name("state.pt")
+    record = json.loads(paths.backbone_config(study, method).read_text())
+    config = {"downstream": cfg.model_dump(mode="json", exclude={"checkpoint_every"}),
+              "dataset": spec.model_dump(mode="json"), "protocol": protocol, "fraction": fraction, "seed": seed,
+              "backbone_sha256": record.get("weights_sha256"), "version": STATE_VERSION}
     history: list[dict[str, float]] = []
     with tracking.tracked_run(study, method, dataset, protocol, child, run_params) as run:
         best_metric, best_epoch, best_state = -np.inf, 0, copy.deepcopy(model.state_dict())
-        for epoch in range(1, cfg.epochs + 1):
-            model.train()
-            losses = []
-            loader = train_loader(train_ds, cfg.batch_size, cfg.steps_per_epoch, seed=seed * 1000 + epoch)
-            for batch in progress_bar(loader, cfg.steps_per_epoch, f"{protocol} {method} epoch {epoch}/{cfg.epochs}",
-                                      progress):
-                loss = loss_fn(model(batch["image"]), batch["label"])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                losses.append(float(loss.detach()))
-            history.append({"epoch": epoch, "train_loss": float(np.mean(losses))})
-            run.log_metrics({"train_loss": history[-1]["train_loss"]}, step=epoch)
-            if epoch % cfg.val_every and epoch != cfg.epochs:
-                log.info("downstream: epoch %d/%d loss %.4f", epoch, cfg.epochs, history[-1]["train_loss"])
-                continue
-            val = _evaluate(model, val_ds, spec, cfg)
-            val_metric = val["dice"] if spec.task == "segmentation" else val["auc"]
-            if not np.isfinite(val_metric):  # AUC undefined (one class): fall back to accuracy
-                val_metric = val.get("accuracy", -np.inf)
-            history[-1]["val_metric"] = float(val_metric)
-            run.log_metrics({"val_metric": float(val_metric)}, step=epoch)
-            log.info("downstream: epoch %d/%d loss %.4f val %.4f", epoch, cfg.epochs, history[-1]["train_loss"],
-                     val_metric)
-            if val_metric > best_metric:
-                best_metric, best_epoch = val_metric, epoch
-                best_state = copy.deepcopy(model.state_dict())
+        start_epoch, start_step, global_step, pending_rng = 1, 0, 0, None
+        losses: list[float] = []
+        state = load_state(state_path, config)
+        if state is not None:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            set_randomizable_states(train_ds.transform, state["data_rng"])
+            start_epoch, start_step, global_step = state["epoch"], state["step"], state["global_step"]
+            history, losses, pending_rng = state["history"], state["epoch_losses"], state["rng"]
+            best_metric, best_epoch = state["best_metric"], state["best_epoch"]
+            best_state = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in state["best_state"].items()}
+            log.info("downstream: resuming from %s at epoch %d step %d (global step %d)", state_path, start_epoch,
+                     start_step, global_step)
+            for h in history:  # this MLflow run gets the whole curve
+                run.log_metrics({k: v for k, v in h.items() if k != "epoch"}, step=h["epoch"])
+
+        def save(epoch: int, step: int) -> None:
+            save_state(state_path, {
+                "version": STATE_VERSION, "fingerprint": fingerprint(config), "config": config,
+                "epoch": epoch, "step": step, "global_step": global_step,
+                "model": to_cpu(model.state_dict()), "optimizer": to_cpu(opt.state_dict()), "scheduler": None,
+                "rng": capture_rng(), "data_rng": randomizable_states(train_ds.transform),
+                "history": history, "epoch_losses": list(losses), "best_metric": best_metric,
+                "best_epoch": best_epoch, "best_state": to_cpu(best_state)})
+            log.info("downstream: saved state at epoch %d step %d (global step %d)", epoch, step, global_step)
+
+        steps = cfg.steps_per_epoch
+        with Preemption() as stop:
+            for epoch in range(start_epoch, cfg.epochs + 1):
+                start = start_step if epoch == start_epoch else 0
+                if pending_rng is not None and start == 0:  # restored where it was saved: before the loader
+                    restore_rng(pending_rng)  # starts (an epoch start) or after it (inside an epoch)
+                    pending_rng = None
+                batches = iter(train_loader(train_ds, cfg.batch_size, steps, seed=seed * 1000 + epoch, start=start))
+                if pending_rng is not None:
+                    restore_rng(pending_rng)
+                    pending_rng = None
+                model.train()
+                if epoch != start_epoch:
+                    losses = []
+                bar = progress_bar(batches, steps - start, f"{protocol} {method} epoch {epoch}/{cfg.epochs}", progress)
+                for step, batch in enumerate(bar, start + 1):
+                    with _autocast(cfg, dev):
+                        loss = loss_fn(model(batch["image"].to(dev)), _to(batch["label"], dev))
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    losses.append(float(loss.detach()))
+                    global_step += 1
+                    if step < steps and (stop.requested or due(global_step, step, steps, cfg.checkpoint_every)):
+                        save(epoch, step)
+                        if stop.requested:
+                            raise Preempted(stop.signum or 15, global_step, state_path)
+                history.append({"epoch": epoch, "train_loss": float(np.mean(losses))})
+                run.log_metrics({"train_loss": history[-1]["train_loss"]}, step=epoch)
+                if epoch % cfg.val_every and epoch != cfg.epochs:
+                    log.info("downstream: epoch %d/%d loss %.4f", epoch, cfg.epochs, history[-1]["train_loss"])
+                else:
+                    val = _evaluate(model, val_ds, spec, cfg, dev)
+                    val_metric = val["dice"] if spec.task == "segmentation" else val["auc"]
+                    if not np.isfinite(val_metric):  # AUC undefined (one class): fall back to accuracy
+                        val_metric = val.get("accuracy", -np.inf)
+                    history[-1]["val_metric"] = float(val_metric)
+                    run.log_metrics({"val_metric": float(val_metric)}, step=epoch)
+                    log.info("downstream: epoch %d/%d loss %.4f val %.4f", epoch, cfg.epochs,
+                             history[-1]["train_loss"], val_metric)
+                    if val_metric > best_metric:
+                        best_metric, best_epoch = val_metric, epoch
+                        best_state = copy.deepcopy(model.state_dict())
+                losses = []
+                save(epoch + 1, 0)
+                if stop.requested:
+                    raise Preempted(stop.signum or 15, global_step, state_path)
         model.load_state_dict(best_state)
         if spec.task == "segmentation":
-            per_case = _evaluate(model, test_ds, spec, cfg, per_case=True)
+            per_case = _evaluate(model, test_ds, spec, cfg, dev, per_case=True)
             metrics = summarise(per_case)
         else:  # one pass over the test set gives both the metrics and the per-case rows
-            probs, labels, cases = _class_outputs(model, test_ds)
+            probs, labels, cases = _class_outputs(model, test_ds, dev)
             metrics = classification_metrics(probs, labels)
             per_case = [{"case": c, "label": int(y), "prob": float(p[-1]), "correct": bool(p.argmax() == y)}
                         for c, y, p in zip(cases, labels, probs, strict=True)]
@@ -127,13 +206,25 @@ def downstream(params: Params, study: str, dataset: str, protocol: str, method: 
                   "fraction": fraction, "seed": seed, "task": spec.task, "metrics": metrics,
                   "per_case": per_case, "history": history, "best_epoch": best_epoch,
                   "seconds": round(time.time() - t0, 2)}
-        out = paths.downstream_metrics(study, dataset, protocol, method, fraction, seed)
         write_json(out, result)
+        state_path.unlink(missing_ok=True)  # metrics.json is the result; the state only served a resume
         run.log_metrics({f"test_{k}": v for k, v in metrics.items() if np.isfinite(v)})
         run.log_artifact(out)
     log.info("downstream: done in %.1f s: %s", result["seconds"],
              ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if "_" not in k))
     return (result, model) if return_model else result
+
+
+def _autocast(cfg, dev: torch.device):
+    """bf16 autocast on CUDA when ``cfg.amp``; nothing otherwise."""
+    if cfg.amp and dev.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _to(label, dev: torch.device):
+    """A batch's labels on ``dev`` (segmentation maps are tensors; classification labels may be a list)."""
+    return label.to(dev) if isinstance(label, torch.Tensor) else label
 
 
 def _loss(task: str):
@@ -157,26 +248,28 @@ def predict_segmentation(model: DownstreamModel, image: torch.Tensor, roi: tuple
     return logits.argmax(1)[0]
 
 
-def _evaluate(model, ds, spec, cfg, per_case: bool = False):
+def _evaluate(model, ds, spec, cfg, dev: torch.device | None = None, per_case: bool = False):
     model.eval()
     if spec.task == "classification":
-        probs, labels, _ = _class_outputs(model, ds)
+        probs, labels, _ = _class_outputs(model, ds, dev)
         return classification_metrics(probs, labels)
     cases = []
     for item in eval_loader(ds):
-        pred = predict_segmentation(model, item["image"], tuple(cfg.patch), cfg.sw_overlap)
+        image = item["image"] if dev is None else item["image"].to(dev)
+        pred = predict_segmentation(model, image, tuple(cfg.patch), cfg.sw_overlap).cpu()
         m = segmentation_metrics(pred, item["label"][0, 0], spec.classes, spec.recipe.spacing, distances=per_case)
         cases.append({"case": item["case"][0], **m})
     return cases if per_case else summarise(cases)
 
 
 @torch.no_grad()
-def _class_outputs(model, ds) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _class_outputs(model, ds, dev: torch.device | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Class probabilities, labels and case ids of every case of ``ds``, in order."""
     model.eval()
     probs, labels, cases = [], [], []
     for item in eval_loader(ds):
-        probs.append(torch.softmax(model(item["image"]), 1)[0].numpy())
+        image = item["image"] if dev is None else item["image"].to(dev)
+        probs.append(torch.softmax(model(image), 1)[0].cpu().numpy())
         labels.append(int(item["label"][0]))
         cases.append(item["case"][0])
     return np.stack(probs), np.array(labels), cases
