@@ -5,7 +5,10 @@ Concurrent writers (8 processes, sqlite and an mlflow server) are in tests/track
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -206,6 +209,24 @@ def test_tracking_off_writes_nothing(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
 
 
+@pytest.mark.parametrize("preset, expected", [(None, "true"), ("false", "false")])
+def test_mlflow_telemetry_off_unless_chosen(tmp_path, preset, expected):
+    """A fresh interpreter (like a pipeline job, outside pytest) imports mlflow through
+    medssl.tracking with telemetry off, whose background thread can break REST calls."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTEST_CURRENT_TEST", "MLFLOW_DISABLE_TELEMETRY", "CI")}
+    if preset is not None:
+        env["MLFLOW_DISABLE_TELEMETRY"] = preset
+    code = ("import os, sys; from medssl import tracking; tracking._client(sys.argv[1]);"
+            "from mlflow.telemetry import get_telemetry_client as g;"
+            "print(os.environ['MLFLOW_DISABLE_TELEMETRY'], g() is None)")
+    out = subprocess.run([sys.executable, "-c", code, f"sqlite:///{tmp_path / 'x.db'}"], env=env,
+                         capture_output=True, text=True, timeout=120, check=True).stdout.split()
+    assert out[0] == expected
+    if preset is None:
+        assert out[1] == "True"
+
+
 # ------------------------------------------------- duplicate parents (server)
 def test_converge_parents_merges_duplicates(uri):
     """Without the sqlite lock (a server store) writers may create a parent each; the
@@ -236,3 +257,38 @@ def test_converge_parents_merges_duplicates(uri):
     # idempotent: a second writer converging later changes nothing
     assert tracking._converge_parents(client, exp_id, "dup", "m", "d") == earliest
     assert {r.info.run_id for r in _runs(uri, "dup")} == active
+
+
+def test_converge_parents_follows_a_parent_merged_away_meanwhile(uri):
+    """Start times come from the clients, so a parent that appears later can sort first
+    and another writer can merge (delete) the parent this writer keeps, without seeing
+    the children this writer just moved to it. The writer must notice and move them on."""
+    with tracking.tracked_run("dup2", "m", "d", "linear", "c0", params={}, uri=uri) as run:
+        own = run.run_id
+    real = _client(uri)
+    exp_id = real.get_experiment_by_name("dup2").experiment_id
+    first = next(r for r in _runs(uri, "dup2") if r.info.run_name == "m/d")
+    tags = {"study": "dup2", "method": "m", "dataset": "d", tracking.ROLE_TAG: "parent", "protocol": "linear"}
+    dup = real.create_run(exp_id, start_time=first.info.start_time + 1000, run_name="m/d", tags=tags).info.run_id
+    orphan = real.create_run(exp_id, run_name="c1", tags={"protocol": "finetune", tracking.PARENT_TAG: dup}).info.run_id
+    late: list[str] = []
+
+    class OtherWriter:
+        """The real client, plus another writer acting once the kept parent is first read."""
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def get_run(self, run_id):
+            if run_id == first.info.run_id and not late:
+                late.append(real.create_run(exp_id, start_time=first.info.start_time - 1000, run_name="m/d",
+                                            tags=tags).info.run_id)
+                real.delete_run(first.info.run_id)  # merged away; its sweep missed our children
+            return real.get_run(run_id)
+
+    keep = tracking._converge_parents(OtherWriter(), exp_id, "dup2", "m", "d", own)
+    assert late and keep == late[0]
+    assert {r.info.run_id for r in _runs(uri, "dup2")} == {own, orphan, keep}
+    assert real.get_run(own).data.tags[tracking.PARENT_TAG] == keep
+    assert real.get_run(orphan).data.tags[tracking.PARENT_TAG] == keep
+    assert real.get_run(keep).data.tags["protocol"] == "finetune,linear"

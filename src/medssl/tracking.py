@@ -30,7 +30,8 @@ machines) there is no lock to take: writers that start together each create a
 parent, so every writer merges duplicates right after creating its parent and
 again when its child ends (:func:`_converge_parents`): the earliest parent is
 kept, the others' children are re-tagged to it and the others are deleted.
-Each retry is logged at DEBUG level on the ``medssl.tracking`` logger.
+Each retry is logged at DEBUG level on the ``medssl.tracking`` logger. MLflow's
+usage telemetry is off unless ``MLFLOW_DISABLE_TELEMETRY`` is set (see :func:`_client`).
 
 ``MEDSSL_TRACKING=off`` (or ``0``/``false``/``no``) disables tracking: :func:`tracked_run`
 yields a no-op logger and mlflow is never imported.
@@ -141,7 +142,20 @@ def retry(fn: Callable[..., T], *args: Any, attempts: int = 8, **kw: Any) -> T:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+TELEMETRY_ENV = "MLFLOW_DISABLE_TELEMETRY"
+
+
 def _client(uri: str) -> Any:
+    """An ``MlflowClient`` of ``uri``; the first call imports mlflow with its telemetry off.
+
+    MLflow's usage telemetry is off unless ``$MLFLOW_DISABLE_TELEMETRY`` says
+    otherwise: besides phoning home from compute nodes, its background thread
+    deletes ``_MLFLOW_TELEMETRY_SESSION_ID`` from ``os.environ`` when it cannot
+    reach its server, and a REST call iterating ``os.environ`` at that moment
+    (requests' proxy lookup) fails with ``KeyError`` -- a lost run (2 of ~240
+    writer processes against a server, on a closed network, mlflow 3.17).
+    """
+    os.environ.setdefault(TELEMETRY_ENV, "true")
     import mlflow
 
     return mlflow.MlflowClient(tracking_uri=uri)
@@ -305,69 +319,103 @@ def _protocols(run: Any) -> set[str]:
     return set(filter(None, run.data.tags.get("protocol", "").split(",")))
 
 
+def _unless_deleted(client: Any, run_id: str, fn: Callable[..., Any], *args: Any) -> None:
+    """``fn(*args)`` on the run ``run_id``, ignoring its failure when the run was deleted
+    meanwhile (a parent merged away by a concurrent :func:`_converge_parents`)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        retry(fn, *args)
+    except MlflowException:
+        if retry(client.get_run, run_id).info.lifecycle_stage != "deleted":
+            raise
+
+
 def _parent_run_id(client: Any, experiment_id: str, study: str, method: str,
-                   dataset: str, protocol: str) -> str:
-    """Find or create the parent run of ``method``/``dataset`` (call under the store lock)."""
+                   dataset: str, protocol: str) -> tuple[str, bool]:
+    """Find or create the parent run of ``method``/``dataset`` (call under the store lock).
+
+    Returns its id and whether it was created by this call.
+    """
     found = retry(client.search_runs, [experiment_id], filter_string=_parent_filter(study, method, dataset),
                   max_results=1, order_by=["attributes.start_time ASC"])
     if found:
         run = found[0]
         protocols = _protocols(run)
         if protocol not in protocols:
-            retry(client.set_tag, run.info.run_id, "protocol", ",".join(sorted(protocols | {protocol})))
-        return run.info.run_id
+            _unless_deleted(client, run.info.run_id, client.set_tag, run.info.run_id, "protocol",
+                            ",".join(sorted(protocols | {protocol})))
+        return run.info.run_id, False
     run = retry(client.create_run, experiment_id, run_name=f"{method}/{dataset}",
                 tags={"study": study, "method": method, "dataset": dataset,
                       "protocol": protocol, ROLE_TAG: "parent"})
     # The parent only groups children; leaving it RUNNING would read as "in progress".
-    retry(client.set_terminated, run.info.run_id, "FINISHED")
-    return run.info.run_id
+    _unless_deleted(client, run.info.run_id, client.set_terminated, run.info.run_id, "FINISHED")
+    return run.info.run_id, True
+
+
+def _children(client: Any, experiment_id: str, parent_id: str) -> list[Any]:
+    return _search_all(client, experiment_id, f"tags.`{PARENT_TAG}` = '{parent_id}'")
 
 
 def _converge_parents(client: Any, experiment_id: str, study: str, method: str, dataset: str,
-                      child_id: str | None = None) -> str:
+                      child_id: str | None = None, rounds: int = 20) -> str:
     """Merge duplicate parents of ``method``/``dataset`` into one; return its id.
 
     For stores without :func:`store_lock` (an HTTP server): writers that start
-    together each find no parent and create one. Every writer calls this after
-    creating its parent and again when its child ends. The kept parent is the
-    smallest by ``(start_time, run_id)``, a total order, so it is never deleted
-    by anyone and all writers converge on it: each duplicate's children are
-    re-tagged to it and the duplicate is deleted. ``child_id`` (the caller's own
-    child) is re-tagged too, since its parent may have been deleted meanwhile.
-    Finally the kept parent's ``protocol`` tag is made to cover its children's
-    protocols, re-read after each write until no concurrent write undid it.
-    """
-    from mlflow.exceptions import MlflowException
+    together each find no parent and create one. A writer calls this after
+    creating a parent, and always when its child ends (with ``child_id``).
 
-    parents = sorted(_search_all(client, experiment_id, _parent_filter(study, method, dataset)),
-                     key=lambda r: (r.info.start_time or 0, r.info.run_id))
-    if not parents:
-        raise RuntimeError(f"no parent run of {method}/{dataset} in experiment {study}")
-    keep, duplicates = parents[0].info.run_id, parents[1:]
-    protocols = set().union(*(_protocols(r) for r in parents))
-    for dup in duplicates:
-        dup_id = dup.info.run_id
-        for child in _search_all(client, experiment_id, f"tags.`{PARENT_TAG}` = '{dup_id}'"):
-            retry(client.set_tag, child.info.run_id, PARENT_TAG, keep)
-        try:
-            retry(client.delete_run, dup_id)
-        except MlflowException:  # deleted meanwhile by another writer
-            pass
-        log.debug("merged duplicate parent %s of %s/%s into %s", dup_id, method, dataset, keep)
-    if child_id is not None:
-        own = retry(client.get_run, child_id)
-        if own.data.tags.get(PARENT_TAG) != keep:
-            retry(client.set_tag, child_id, PARENT_TAG, keep)
-    for _ in range(10):
-        children = _search_all(client, experiment_id, f"tags.`{PARENT_TAG}` = '{keep}'")
-        protocols |= {c.data.tags["protocol"] for c in children if c.data.tags.get("protocol")}
-        current = _protocols(retry(client.get_run, keep))
-        if protocols <= current:
-            break
-        protocols |= current
-        retry(client.set_tag, keep, "protocol", ",".join(sorted(protocols)))
-    return keep
+    The kept parent is the smallest live one by ``(start_time, run_id)``; a
+    duplicate's children are re-tagged to it, the duplicate is deleted, and
+    its children are swept once more (a writer with an older view may have
+    re-tagged one to it meanwhile). With ``child_id`` (the caller's own child,
+    at its end) that child is pointed at the kept parent too, and the kept
+    parent's ``protocol`` tag is made to cover its children's protocols,
+    re-read after each write until no concurrent read-modify-write undid it.
+    Last, the kept parent must still be live: start times come from the
+    clients, so a parent that appears later may sort first and another writer
+    may have merged ours into it; then the round repeats against the new
+    minimum, re-pointing every child this call moved. Deleted parents are
+    never written to again, so the writers converge on one parent.
+
+    Raises:
+        RuntimeError: when the pair has no live parent, or no stable one after ``rounds``.
+    """
+    moved: set[str] = {child_id} if child_id else set()
+    for _ in range(rounds):
+        parents = sorted(_search_all(client, experiment_id, _parent_filter(study, method, dataset)),
+                         key=lambda r: (r.info.start_time or 0, r.info.run_id))
+        if not parents:
+            raise RuntimeError(f"no parent run of {method}/{dataset} in experiment {study}")
+        keep = parents[0].info.run_id
+        protocols = set().union(*(_protocols(r) for r in parents))
+        for dup in parents[1:]:
+            dup_id = dup.info.run_id
+            for sweep in (0, 1):  # before and after the delete
+                for child in _children(client, experiment_id, dup_id):
+                    retry(client.set_tag, child.info.run_id, PARENT_TAG, keep)
+                    moved.add(child.info.run_id)
+                if sweep == 0:
+                    _unless_deleted(client, dup_id, client.delete_run, dup_id)
+            log.debug("merged duplicate parent %s of %s/%s into %s", dup_id, method, dataset, keep)
+        for run_id in sorted(moved):
+            if retry(client.get_run, run_id).data.tags.get(PARENT_TAG) != keep:
+                retry(client.set_tag, run_id, PARENT_TAG, keep)
+        if child_id is not None:
+            current = _protocols(parents[0])
+            for _ in range(10):
+                protocols |= {c.data.tags["protocol"] for c in _children(client, experiment_id, keep)
+                              if c.data.tags.get("protocol")}
+                if protocols <= current:
+                    break
+                protocols |= current
+                _unless_deleted(client, keep, client.set_tag, keep, "protocol", ",".join(sorted(protocols)))
+                current = _protocols(retry(client.get_run, keep))
+        if retry(client.get_run, keep).info.lifecycle_stage == "active":
+            return keep
+        log.debug("parent %s of %s/%s was merged away meanwhile; again", keep, method, dataset)
+    raise RuntimeError(f"the parents of {method}/{dataset} in {study} did not settle in {rounds} rounds")
 
 
 @contextlib.contextmanager
@@ -406,8 +454,8 @@ def tracked_run(study: str, method: str, dataset: str, protocol: str, child: str
     locked = sqlite_path(uri) is not None  # else a server: no lock, parents are merged instead
     with store_lock(uri):
         experiment_id = _experiment_id(client, study, uri)
-        parent_id = _parent_run_id(client, experiment_id, study, method, dataset, protocol)
-    if not locked:
+        parent_id, created = _parent_run_id(client, experiment_id, study, method, dataset, protocol)
+    if created and not locked:  # others may have created one too; the end merges again in any case
         parent_id = _converge_parents(client, experiment_id, study, method, dataset)
     child_tags = {str(k): str(v) for k, v in (tags or {}).items()}
     child_tags.update({"study": study, "method": method, "dataset": dataset,

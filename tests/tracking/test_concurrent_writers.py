@@ -44,6 +44,9 @@ def _launch(uri: str, study: str, barrier: Path) -> tuple[list[dict], float]:
     """Start the writers, release them together, return their reports and the wall time from release."""
     env = dict(os.environ, MEDSSL_TRACKING="on")
     env.pop("MLFLOW_TRACKING_URI", None)  # the writers get the URI explicitly
+    # as pipeline jobs do: mlflow switches telemetry and some checks by these
+    for key in ("PYTEST_CURRENT_TEST", "MLFLOW_DISABLE_TELEMETRY"):
+        env.pop(key, None)
     procs = []
     for idx in range(N_WRITERS):
         spec = {"uri": uri, "idx": idx, "study": study, "n_steps": N_STEPS, "flush_every": FLUSH_EVERY,
