@@ -124,4 +124,3 @@ def test_eight_writers_lose_nothing(store, tmp_path, request):
     slowest = max(r["seconds"] for r in reports)
     print(f"\n{request.node.callspec.id}: {N_WRITERS} writers, wall {wall:.1f} s from release, "
           f"slowest writer {slowest:.1f} s, {retries} lock retries")
-    assert wall < RUN_TIMEOUT
