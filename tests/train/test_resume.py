@@ -234,3 +234,44 @@ def test_downstream_sigterm_then_rerun_is_bit_identical(corpus):
     ref.pop("seconds"), got.pop("seconds")
     assert got == json.loads(json.dumps(ref))  # metrics, per-case rows, history, best epoch: exactly
     assert not out.with_name("state.pt").exists()
+
+
+def test_transform_random_states_round_trip():
+    from monai import transforms as T
+
+    from medssl.train.resume import randomizable_states, randomizables, set_randomizable_states
+
+    def chain():
+        c = T.Compose([T.RandSpatialCropd(keys=["image"], roi_size=[4, 4, 4], random_size=False),
+                       T.RandFlipd(keys=["image"], prob=0.5, spatial_axis=0)])
+        c.set_random_state(7)
+        return c
+
+    item = {"image": torch.arange(8 ** 3, dtype=torch.float32).view(1, 8, 8, 8)}
+    a, b = chain(), chain()
+    assert len(randomizables(a)) >= 3  # the Compose, the crop's inner cropper, the flip
+    for _ in range(3):
+        a(dict(item))
+    states = randomizable_states(a)
+    set_randomizable_states(b, states)
+    assert all(torch.equal(a(dict(item))["image"], b(dict(item))["image"]) for _ in range(5))
+    with pytest.raises(ValueError, match="random transforms"):
+        set_randomizable_states(b, states[:-1])
+
+
+def test_preemption_flag_and_handlers_restored():
+    from medssl.train.resume import Preemption
+
+    before = signal.getsignal(signal.SIGUSR1)
+    with Preemption() as stop:
+        assert not stop.requested
+        os.kill(os.getpid(), signal.SIGUSR1)  # delivered to the main thread before kill() returns
+        assert stop.requested and stop.signum == signal.SIGUSR1
+    assert signal.getsignal(signal.SIGUSR1) is before
+
+
+def test_checkpoint_cadence():
+    from medssl.train.resume import due
+
+    assert [s for s in range(1, 9) if due(s, (s - 1) % 4 + 1, 4, 0)] == [4, 8]  # epoch ends only
+    assert [s for s in range(1, 9) if due(s, (s - 1) % 4 + 1, 4, 3)] == [3, 4, 6, 8]

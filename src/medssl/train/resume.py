@@ -32,7 +32,7 @@ import json
 import logging
 import random
 import signal
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -241,7 +241,3 @@ def due(global_step: int, step_in_epoch: int, steps_per_epoch: int, every: int) 
     """
     return step_in_epoch == steps_per_epoch or (every > 0 and global_step % every == 0)
 
-
-def batches_from(iterable: Iterable[Any], start: int) -> Iterator[tuple[int, Any]]:
-    """``enumerate(iterable, start + 1)``: 1-based step numbers of an epoch that resumed after ``start`` steps."""
-    return enumerate(iterable, start + 1)
