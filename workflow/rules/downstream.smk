@@ -9,7 +9,8 @@ rule downstream:
     output:
         str(paths.downstream_metrics("{study}", "{dataset}", "{protocol}", "{method}", "{frac}", "{seed}")),
     params:
-        train=section(P.downstream),
+        # the cadence of state saves (checkpoint_every) does not change the results: left out
+        train=json.dumps(P.downstream.model_dump(mode="json", exclude={"checkpoint_every"}), sort_keys=True),
         dataset=lambda w: section(P.datasets[w.dataset]),
     threads: P.downstream.num_threads
     conda:
