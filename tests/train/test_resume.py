@@ -101,6 +101,18 @@ def _run_until_saved(proc: subprocess.Popen, step: int) -> list[str]:
     raise AssertionError(f"job ended (status {proc.returncode}) before saving step {step}:\n{''.join(lines)}")
 
 
+def _sigterm_after_save(proc: subprocess.Popen, step: int) -> str:
+    """Send SIGTERM once the job has saved step ``step``; wait for it to stop; its remaining log."""
+    try:
+        _run_until_saved(proc, step)
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return rest
+
+
 def _finish(params_file: Path, method: str, stage: list[str] | None = None) -> str:
     """Rerun the job to the end; its log."""
     env = {**os.environ, "MEDSSL_TRACKING": "off", "OMP_NUM_THREADS": "1"}
@@ -171,13 +183,7 @@ def test_sigterm_saves_exits_75_and_rerun_is_bit_identical(corpus):
     ref = _reference_run(corpus, "gvsl")
     _, params_file = corpus
     proc = _start(params_file, "gvsl")
-    try:
-        _run_until_saved(proc, 2)
-        proc.send_signal(signal.SIGTERM)
-        _, rest = proc.communicate(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    rest = _sigterm_after_save(proc, 2)
     assert proc.returncode == PREEMPTED_EXIT_CODE, rest
     assert "stopped by SIGTERM" in rest
     saved = torch.load(paths.train_state("ssl3d", "gvsl"), weights_only=False)
@@ -218,13 +224,7 @@ def test_downstream_sigterm_then_rerun_is_bit_identical(corpus):
     assert not out.with_name("state.pt").exists()  # removed once metrics.json is written
     out.unlink()
     proc = _start(params_file, "scratch", DOWNSTREAM)
-    try:
-        _run_until_saved(proc, 2)
-        proc.send_signal(signal.SIGTERM)
-        _, rest = proc.communicate(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    rest = _sigterm_after_save(proc, 2)
     assert proc.returncode == PREEMPTED_EXIT_CODE, rest
     saved = torch.load(out.with_name("state.pt"), weights_only=False)
     assert 2 <= saved["global_step"] < TOTAL and not out.exists()

@@ -591,7 +591,8 @@ def map_label_values(array: np.ndarray, mapping: Mapping[str, int], where: str) 
 
 
 # ------------------------------------------------------------------ readers
-def _scalar_3d(img: sitk.Image, where: Path) -> sitk.Image:
+def check_scalar_3d(img: sitk.Image, where: Path) -> sitk.Image:
+    """``img`` when it is a 3-D scalar image; else a PreprocessError naming ``where``."""
     if img.GetDimension() != 3:
         raise PreprocessError(f"{where}: expected a 3D image, got {img.GetDimension()}D of size {img.GetSize()}")
     if img.GetNumberOfComponentsPerPixel() != 1:
@@ -665,7 +666,7 @@ def read_dicom_series(folder: str | Path, description: str | None = None) -> sit
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
         raise PreprocessError(f"{folder}: unreadable DICOM series {uid} ({first})") from exc
-    return _scalar_3d(img, folder)
+    return check_scalar_3d(img, folder)
 
 
 def natural_key(name: str) -> list[tuple[int, int | str]]:
@@ -676,12 +677,20 @@ def natural_key(name: str) -> list[tuple[int, int | str]]:
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as Pillow's "L" mode
 
 
-def _slice_array(path: Path, label: bool) -> np.ndarray:
+def read_sitk(path: Path, what: str = "image") -> sitk.Image:
+    """``sitk.ReadImage`` whose failure is a PreprocessError naming ``path`` and ITK's reason.
+
+    ``what`` names the thing in the message ("slice", "image: corrupt or truncated").
+    """
     try:
-        img = sitk.ReadImage(str(path))
+        return sitk.ReadImage(str(path))
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
-        raise PreprocessError(f"{path}: unreadable slice ({first})") from exc
+        raise PreprocessError(f"{path}: unreadable {what} ({first})") from exc
+
+
+def _slice_array(path: Path, label: bool) -> np.ndarray:
+    img = read_sitk(path, "slice")
     if img.GetDimension() != 2:
         raise PreprocessError(f"{path}: expected a 2-D slice, got {img.GetDimension()}D of size {img.GetSize()}")
     a = sitk.GetArrayFromImage(img)  # (rows, columns[, components])

@@ -37,8 +37,8 @@ from medssl import paths
 from medssl.config import DatasetSpec, Recipe
 from medssl.data.datalist import make_splits, write_datalist
 from medssl.data.intensity import apply_intensity, crop_or_pad
-from medssl.data.layouts import (PreprocessError, RawCase, case_id, find_cases, map_label_values,
-                                 read_dicom_series, read_msd_layout, read_png_stack)
+from medssl.data.layouts import (PreprocessError, RawCase, case_id, check_scalar_3d, find_cases, map_label_values,
+                                 read_dicom_series, read_msd_layout, read_png_stack, read_sitk)
 from medssl.io import save_nifti
 
 __all__ = ["PreprocessError", "RawCase", "case_id", "read_msd_layout", "read_image", "read_raw_case",
@@ -61,17 +61,7 @@ def read_image(path: str | Path) -> sitk.Image:
     if not path.is_file():
         raise PreprocessError(f"{path}: file not found")
     _check_nifti_complete(path)
-    try:
-        img = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
-        raise PreprocessError(f"{path}: unreadable, corrupt or truncated image ({first})") from exc
-    if img.GetDimension() != 3:
-        raise PreprocessError(f"{path}: expected a 3D image, got {img.GetDimension()}D of size {img.GetSize()}")
-    if img.GetNumberOfComponentsPerPixel() != 1:
-        raise PreprocessError(f"{path}: expected a scalar image, got "
-                              f"{img.GetNumberOfComponentsPerPixel()} components per voxel")
-    return img
+    return check_scalar_3d(read_sitk(path, "image: corrupt or truncated"), path)
 
 
 def _check_nifti_complete(path: Path) -> None:
