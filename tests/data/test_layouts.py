@@ -19,8 +19,8 @@ import pytest
 import SimpleITK as sitk
 
 from medssl.config import DatasetSpec
-from medssl.data.layouts import (class_index, compile_pattern, find_cases, map_label_values, natural_key,
-                                 placeholders, read_dicom_series, read_png_stack)
+from medssl.data.layouts import class_index, compile_pattern, find_cases, map_label_values, placeholders
+from medssl.data.readers import natural_key, read_dicom_series, read_png_stack
 from medssl.data.preprocess import PreprocessError, RawCase, preprocess_dataset
 from medssl.io import save_nifti
 

@@ -37,8 +37,8 @@ from medssl import paths
 from medssl.config import DatasetSpec, Recipe
 from medssl.data.datalist import make_splits, write_datalist
 from medssl.data.intensity import apply_intensity, crop_or_pad
-from medssl.data.layouts import (PreprocessError, RawCase, case_id, check_scalar_3d, find_cases, map_label_values,
-                                 read_dicom_series, read_msd_layout, read_png_stack, read_sitk)
+from medssl.data.layouts import PreprocessError, RawCase, case_id, find_cases, map_label_values, read_msd_layout
+from medssl.data.readers import check_scalar_3d, read_dicom_series, read_png_stack, read_sitk
 from medssl.io import save_nifti
 
 __all__ = ["PreprocessError", "RawCase", "case_id", "read_msd_layout", "read_image", "read_raw_case",
