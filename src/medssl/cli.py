@@ -93,7 +93,6 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from medssl.train.distributed import BACKEND_ENV, env_world
     from medssl.train.pretrain import pretrain
-    from medssl.train.resume import PREEMPTED_EXIT_CODE, Preempted
 
     p = _params(args)
     _known(args.study, p.studies, "study")
@@ -106,27 +105,18 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         os.environ[BACKEND_ENV] = args.dist_backend
     if env_world()[0] > 0:  # torchrun rank > 0: warnings and errors only, rank 0 tells the story
         log.setLevel(logging.WARNING)
-    try:
-        pretrain(p, args.study, args.method, progress=args.progress, device=args.device)
-    except Preempted as exc:
-        log.warning("pretrain: %s; rerun the same command to resume (exit status %d)", exc, PREEMPTED_EXIT_CODE)
-        return PREEMPTED_EXIT_CODE
+    pretrain(p, args.study, args.method, progress=args.progress, device=args.device)
     return 0
 
 
 def cmd_downstream(args: argparse.Namespace) -> int:
     from medssl.train.downstream import downstream
-    from medssl.train.resume import PREEMPTED_EXIT_CODE, Preempted
 
     p = _params(args)
     _known(args.study, p.studies, "study")
     _known(args.dataset, p.datasets, "dataset")
-    try:
-        downstream(p, args.study, args.dataset, args.protocol, args.method, args.fraction, args.seed,
-                   progress=args.progress, device=args.device)
-    except Preempted as exc:
-        log.warning("downstream: %s; rerun the same command to resume (exit status %d)", exc, PREEMPTED_EXIT_CODE)
-        return PREEMPTED_EXIT_CODE
+    downstream(p, args.study, args.dataset, args.protocol, args.method, args.fraction, args.seed,
+               progress=args.progress, device=args.device)
     return 0
 
 
@@ -298,6 +288,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s failed: %s", args.command, exc)
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:
+        status = getattr(exc, "exit_status", None)  # a training job stopped by a signal after saving its state
+        if status is None:
+            raise
+        log.warning("%s: %s; rerun the same command to resume (exit status %d)", args.command, exc, status)
+        return status
     log.info("medssl %s finished in %.1f s", args.command, time.time() - t0)
     return rc
 

@@ -21,12 +21,11 @@ autocast on CUDA with ``downstream.amp``. One process only (no DDP).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import time
-from typing import Any
 
+import nibabel as nib
 import numpy as np
 import torch
 from torch import nn
@@ -40,8 +39,9 @@ from medssl.nn.checkpoint import load_backbone
 from medssl.nn.heads import ClassificationHead, SegmentationHead
 from medssl.train.common import log, progress_bar, setup
 from medssl.train.distributed import resolve_device
-from medssl.train.resume import (STATE_VERSION, Preempted, Preemption, capture_rng, due, fingerprint, load_state,
-                                 randomizable_states, restore_rng, save_state, set_randomizable_states, to_cpu)
+from medssl.train.resume import (STATE_VERSION, Preempted, Preemption, autocast, capture_rng, due, epoch_batches,
+                                 fingerprint, load_state, randomizable_states, save_state, set_randomizable_states,
+                                 to_cpu)
 from medssl.train.evaluation import classification_metrics, segmentation_metrics, summarise
 
 PROTOCOLS = ("linear", "finetune")
@@ -150,19 +150,16 @@ def downstream(params: Params, study: str, dataset: str, protocol: str, method: 
         with Preemption() as stop:
             for epoch in range(start_epoch, cfg.epochs + 1):
                 start = start_step if epoch == start_epoch else 0
-                if pending_rng is not None and start == 0:  # restored where it was saved: before the loader
-                    restore_rng(pending_rng)  # starts (an epoch start) or after it (inside an epoch)
-                    pending_rng = None
-                batches = iter(train_loader(train_ds, cfg.batch_size, steps, seed=seed * 1000 + epoch, start=start))
-                if pending_rng is not None:
-                    restore_rng(pending_rng)
-                    pending_rng = None
+                batches = epoch_batches(
+                    lambda: train_loader(train_ds, cfg.batch_size, steps, seed=seed * 1000 + epoch, start=start),
+                    pending_rng, start)
+                pending_rng = None
                 model.train()
                 if epoch != start_epoch:
                     losses = []
                 bar = progress_bar(batches, steps - start, f"{protocol} {method} epoch {epoch}/{cfg.epochs}", progress)
                 for step, batch in enumerate(bar, start + 1):
-                    with _autocast(cfg, dev):
+                    with autocast(cfg.amp, dev):
                         loss = loss_fn(model(batch["image"].to(dev)), _to(batch["label"], dev))
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
@@ -215,13 +212,6 @@ def downstream(params: Params, study: str, dataset: str, protocol: str, method: 
     return (result, model) if return_model else result
 
 
-def _autocast(cfg, dev: torch.device):
-    """bf16 autocast on CUDA when ``cfg.amp``; nothing otherwise."""
-    if cfg.amp and dev.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def _to(label, dev: torch.device):
     """A batch's labels on ``dev`` (segmentation maps are tensors; classification labels may be a list)."""
     return label.to(dev) if isinstance(label, torch.Tensor) else label
@@ -254,10 +244,12 @@ def _evaluate(model, ds, spec, cfg, dev: torch.device | None = None, per_case: b
         probs, labels, _ = _class_outputs(model, ds, dev)
         return classification_metrics(probs, labels)
     cases = []
-    for item in eval_loader(ds):
+    for item, entry in zip(eval_loader(ds), ds.data, strict=True):
         image = item["image"] if dev is None else item["image"].to(dev)
         pred = predict_segmentation(model, image, tuple(cfg.patch), cfg.sw_overlap).cpu()
-        m = segmentation_metrics(pred, item["label"][0, 0], spec.classes, spec.recipe.spacing, distances=per_case)
+        # the voxel spacing of the preprocessed case (a recipe may keep an axis's own spacing: null)
+        spacing = tuple(float(z) for z in nib.load(entry["image"]).header.get_zooms()[:3])
+        m = segmentation_metrics(pred, item["label"][0, 0], spec.classes, spacing, distances=per_case)
         cases.append({"case": item["case"][0], **m})
     return cases if per_case else summarise(cases)
 

@@ -38,8 +38,9 @@ from medssl.data.loaders import make_dataset, train_loader
 from medssl.nn.checkpoint import save_backbone
 from medssl.train import distributed
 from medssl.train.common import build_backbone, log, progress_bar, setup
-from medssl.train.resume import (STATE_VERSION, Preempted, Preemption, capture_rng, due, fingerprint, load_state,
-                                 randomizable_states, restore_rng, save_state, set_randomizable_states, to_cpu)
+from medssl.train.resume import (STATE_VERSION, Preempted, Preemption, autocast, capture_rng, due, epoch_batches,
+                                 fingerprint, load_state, randomizable_states, save_state, set_randomizable_states,
+                                 to_cpu)
 
 
 def resume_config(params: Params, study: str, method: str) -> dict[str, Any]:
@@ -118,12 +119,6 @@ def _pretrain(params: Params, study: str, method: str, progress: bool, dev: torc
     return summary
 
 
-def _autocast(cfg: PretrainSpec, dev: torch.device):
-    if cfg.amp and dev.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def _train(params: Params, study: str, method: str, model, cfg: PretrainSpec, state_path: Path, run,
            progress: bool, dev: torch.device, dist_env: distributed.Dist) -> dict[str, Any]:
     st = params.studies[study]
@@ -177,20 +172,14 @@ def _train(params: Params, study: str, method: str, model, cfg: PretrainSpec, st
     with Preemption() as stop:
         for epoch in range(start_epoch, cfg.epochs):
             start = start_step if epoch == start_epoch else 0
-            # The random streams are restored where they were saved: before this epoch's loader
-            # when the state is at an epoch start, after it (the loader draws from torch's
-            # generator when it starts) when it is inside the epoch.
-            if pending_rng is not None and start == 0:
-                restore_rng(pending_rng)
-                pending_rng = None
-            batches = iter(train_loader(data, cfg.batch_size, steps, seed=params.seed * 1000 + epoch, start=start))
-            if pending_rng is not None:
-                restore_rng(pending_rng)
-                pending_rng = None
+            batches = epoch_batches(
+                lambda: train_loader(data, cfg.batch_size, steps, seed=params.seed * 1000 + epoch, start=start),
+                pending_rng, start)
+            pending_rng = None
             losses = epoch_losses if epoch == start_epoch else []
             bar = progress_bar(batches, steps - start, f"pretrain {method} epoch {epoch + 1}/{cfg.epochs}", progress)
             for step, batch in enumerate(bar, start + 1):
-                with _autocast(cfg, dev):
+                with autocast(cfg.amp, dev):
                     loss, _ = net(batch["image"].to(dev, non_blocking=True))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

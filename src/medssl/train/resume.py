@@ -27,12 +27,13 @@ SLURM wrapper or Snakemake's ``--retries`` can use to requeue the job.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import random
 import signal
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +52,15 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 class Preempted(Exception):
     """Raised by a training loop after it saved its state on a stop signal.
 
+    ``medssl`` (the CLI) exits with :attr:`exit_status` when a stage raises it.
+
     Attributes:
         signum: the signal that asked for the stop.
         step: the global step the saved state continues from.
         path: the state file.
     """
+
+    exit_status = PREEMPTED_EXIT_CODE
 
     def __init__(self, signum: int, step: int, path: Path | None) -> None:
         self.signum = int(signum)
@@ -218,6 +223,31 @@ def load_state(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
         log.warning("%s: the configuration changed since this state was saved: starting over", path)
         return None
     return state
+
+
+def epoch_batches(make_loader: Callable[[], Iterable[Any]], pending_rng: dict[str, Any] | None,
+                  start: int) -> Iterator[Any]:
+    """The batch iterator of an epoch, with saved random streams restored where they were saved.
+
+    A state saved at an epoch start (``start == 0``) holds the streams before the
+    epoch's loader started; one saved inside an epoch holds them after (the
+    DataLoader draws from torch's generator when it starts). ``pending_rng`` is
+    the saved :func:`capture_rng` state of a resume, or None.
+    """
+    if pending_rng is not None and start == 0:
+        restore_rng(pending_rng)
+        return iter(make_loader())
+    batches = iter(make_loader())
+    if pending_rng is not None:
+        restore_rng(pending_rng)
+    return batches
+
+
+def autocast(amp: bool, device: torch.device):
+    """bf16 autocast on CUDA when ``amp`` is set; a no-op context otherwise."""
+    if amp and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def to_cpu(obj: Any) -> Any:
