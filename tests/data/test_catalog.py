@@ -63,7 +63,7 @@ def test_paper_splits_and_recipes():
     assert SPECS["adni_pet"].splits.group_by  # subject-level
     for name in ("mmwhs_ct", "asoca", "stoic2021", "gvsl_cardiac_ct"):
         r = SPECS[name].recipe
-        assert r.spacing == (1.0, 1.0, 1.0) and r.intensity.kind == "ct" and r.intensity.clip == (0.0, 2048.0)
+        assert r.spacing == (1.0, 1.0, 1.0) and r.intensity.kind == "ct" and r.intensity.clip == (-1024.0, 1024.0)
     assert SPECS["candi"].recipe.roi == (160, 160, 128) and SPECS["candi"].recipe.intensity.kind == "minmax"
     assert SPECS["stoic2021"].recipe.crop == "lung"
     for name in ("mscmrseg_bssfp", "mscmrseg_lge"):

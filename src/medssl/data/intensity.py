@@ -3,7 +3,10 @@
 The recipes of :class:`medssl.config.Intensity`:
 
 * ``ct``: clip to ``[lo, hi]`` then map linearly to [0, 1],
-  ``y = (clip(x, lo, hi) - lo) / (hi - lo)``;
+  ``y = (clip(x, lo, hi) - lo) / (hi - lo)``. GVSL's window is
+  ``clip: [-1024, 1024]``: the published loader's ``clip(HU + 1024, 0, 2048) / 2048``
+  (github.com/YutingHe-list/GVSL, PyTorch/Downstream/utils/dataloader_heart_whs.py)
+  gives the same numbers; the supplement's "[0, 2048]" is that shifted grayscale;
 * ``minmax``: ``y = (x - min x) / (max x - min x)`` per image;
 * ``percentile``: clip to the image's ``percentiles`` ``(p_lo, p_hi)``
   then min-max to [0, 1];
