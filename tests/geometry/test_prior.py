@@ -111,11 +111,40 @@ def test_larger_beta_sharper_edge():
 def test_paper_initialisation():
     prior = PriorShape((128, 96, 64))
     np.testing.assert_allclose(prior.mu.numpy(), [63.5, 47.5, 31.5])
-    np.testing.assert_allclose(prior.sigma2.detach().numpy(), [64.0, 48.0, 32.0], rtol=1e-6)
+    # Sec. 5.1 "diagonal components set at half the volume size": scale sqrt(Sigma_kk) = N_k / 2
+    np.testing.assert_allclose(prior.decision_radius().detach().numpy(), [64.0, 48.0, 32.0], rtol=1e-6)
     assert prior.beta.item() == pytest.approx(1.0)
     iso = PriorShape((8, 6), covariance="isotropic")
-    np.testing.assert_allclose(iso.sigma2.numpy(), [3.5, 3.5], rtol=1e-6)
+    np.testing.assert_allclose(iso.decision_radius().numpy(), [3.5, 3.5], rtol=1e-6)
     np.testing.assert_allclose(iso.mu.numpy(), [3.5, 2.5])
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 24), (20, 13), (17, 9, 12)])
+def test_default_boundary_is_the_inscribed_ellipsoid(shape):
+    """The p = 0.5 set of the default prior, measured on the grid with numpy, spans the whole volume.
+
+    Semi-axes N_k / 2 around the grid centre: every voxel of each central line is inside (N_k
+    voxels), the positions one voxel beyond the grid are outside, and the inside holds the
+    volume fraction of an ellipsoid inscribed in a box (pi/6 in 3-D, pi/4 in 2-D) up to the
+    voxelisation. The literal reading Sigma_kk = N_k / 2 would give ~2 sqrt(N_k / 2) voxels.
+    """
+    prior = PriorShape(shape)
+    p = prior(1)[0, 0].detach().numpy().astype(np.float64)
+    inside = p > 0.5
+    ndim = len(shape)
+    for k, n in enumerate(shape):
+        line = [slice(None) if j == k else m // 2 for j, m in enumerate(shape)]
+        assert int(inside[tuple(line)].sum()) == n, (k, n)
+        # just beyond the first and last voxel of the axis, p < 0.5
+        for edge in (-1.0, float(n)):
+            x = np.array([(m - 1) / 2.0 for m in shape])
+            x[k] = edge
+            assert prior.density(torch.tensor(x[None], dtype=torch.float32)).item() < 0.5
+    frac = inside.mean()
+    ref = math.pi / 6 if ndim == 3 else math.pi / 4
+    assert abs(frac - ref) < 0.02, frac  # measured 0.522 (32x32x24), 0.800 (20x13), 0.523 (17x9x12)
+    # corners of the volume are outside the boundary: the ellipsoid is inscribed, not circumscribed
+    assert not inside[(0,) * ndim] and not inside[tuple(n - 1 for n in shape)]
 
 
 def test_config_is_json_and_rebuilds():

@@ -64,8 +64,34 @@ def test_zero_net_returns_prior(name):
     assert torch.count_nonzero(out["ddf"]) == 0
     # the warp by a zero ddf is the identity up to grid_sample's float rounding of voxel centres
     assert (out["prob"] - model.prior(2)).abs().max() < 1e-6
-    # the default prior boundary has semi-axes N/4 = 4 voxels
-    assert torch.allclose(model.prior.decision_radius(), torch.full((3,), 4.0))
+    # the default prior boundary has semi-axes N/2 = 8 voxels (Sec. 5.1, see medssl.geometry.prior)
+    assert torch.allclose(model.prior.decision_radius(), torch.full((3,), 8.0))
+
+
+def test_every_template_study_row_uses_the_paper_prior():
+    """Each transformer row of params.yaml's template study starts from the Sec. 5.1 prior.
+
+    Measured on the grid: along each central line of a 32 x 32 x 24 volume (a 32^3 cube for
+    the isotropic rows, whose one scale is the mean size) every voxel has p > 0.5 (the p = 0.5
+    boundary is the inscribed ellipsoid, semi-axes N_k / 2), and the corner voxel does not.
+    """
+    from pathlib import Path
+
+    from medssl.config import load
+
+    root = Path(__file__).resolve().parents[2]
+    st = load(root / "params.yaml").studies["template"]
+    rows = {name: spec for name, spec in st.models.items() if spec.kind != "unet"}
+    assert len(rows) >= 8
+    for name, spec in rows.items():
+        assert "sigma2" not in spec.args, name
+        shape = (32, 32, 32) if spec.args.get("covariance") == "isotropic" else (32, 32, 24)
+        model = build(spec.kind, shape, features=(4, 8), T=1, alpha=1.0, **spec.args)
+        p = model.prior(1)[0, 0].detach().numpy()
+        for k, n in enumerate(shape):
+            line = [slice(None) if j == k else m // 2 for j, m in enumerate(shape)]
+            assert int((p[tuple(line)] > 0.5).sum()) == n, (name, k)
+        assert p[0, 0, 0] < 0.5, name
 
 
 def test_diffeomorphic_keeps_topology_while_direct_folds():

@@ -29,17 +29,33 @@ Conventions:
 
 Initialisation (Sec. 5.1): "The prior shape was initialized as a centred
 Gaussian with diagonal co-variance matrix with diagonal components set at half
-the volume size of the corresponding dimension." Read literally:
+the volume size of the corresponding dimension." medssl reads it as:
 
 * ``mu_k = (N_k - 1) / 2``, the centre of the voxel grid;
-* ``Sigma_kk = N_k / 2`` (voxel^2), so the ``p = 0.5`` boundary has semi-axes
-  ``sqrt(N_k / 2)`` voxels (8 voxels for ``N_k = 128``). For
-  ``covariance="isotropic"`` (not specified by the paper)
-  ``sigma^2 = mean_k(N_k) / 2``;
+* ``Sigma_kk = (N_k / 2)^2`` (voxel^2): the *scale* ``sqrt(Sigma_kk)`` along axis
+  ``k`` is half the volume size, so the ``p = 0.5`` boundary (the ellipsoid
+  ``(x-mu)^T Sigma^-1 (x-mu) = 1``, semi-axes ``sqrt(Sigma_kk)``, Eq. 5) is the
+  ellipsoid inscribed in the volume: it touches the centre of every face and
+  holds about ``pi/6`` (3-D; ``pi/4`` in 2-D) of the voxels, ``p = 1/8`` in the
+  corners of a 3-D volume. For ``covariance="isotropic"`` (not specified by the
+  paper) ``sigma^2 = (mean_k(N_k) / 2)^2``;
 * ``beta = 1`` ("Gaussian"; the paper states no other value).
 
-Pass ``sigma2`` explicitly for another extent, e.g. ``sigma2 = (N_k / 4)^2``
-puts the boundary at half of the half-extent.
+Why not ``Sigma_kk = N_k / 2`` (the words taken as a number in voxel^2, the
+reading medssl used before): a variance has units voxel^2 and "half the volume
+size" is a length (voxels); a length can only set the square root of the
+variance, which Eq. 5's ``log 2`` makes the radius of the decision boundary.
+``Sigma_kk = N_k / 2`` gives semi-axes ``sqrt(N_k / 2)`` voxels: 8, 8 and 5.7
+voxels on the paper's 128 x 128 x 64 patches, a blob holding 0.14 % of the
+patch, which no longer looks like "a centred Gaussian" over the volume and
+would leave almost the whole breast to be grown by the field. The paper's
+Figure 1 shows the prior, but only its caption survives in the text medssl
+has, so the choice rests on the units and the wording. (The previous
+template-model override ``(N_k / 4)^2``, boundary over half of each axis,
+matched neither reading and is gone: the default here serves every model.)
+
+Pass ``sigma2`` explicitly for another extent, e.g. ``sigma2 = N_k / 2`` for
+the literal reading.
 """
 
 from __future__ import annotations
@@ -98,8 +114,8 @@ class PriorShape(nn.Module):
             grid centre ``(N_k - 1) / 2`` (Sec. 5.1).
         sigma2: diagonal of ``Sigma`` in voxel^2: a number (isotropic, or the same
             value on every axis for diagonal) or, for ``"diagonal"``, one value
-            per axis; ``None`` gives the paper's ``N_k / 2`` (isotropic:
-            ``mean(N_k) / 2``).
+            per axis; ``None`` gives the paper's ``(N_k / 2)^2`` (isotropic:
+            ``(mean(N_k) / 2)^2``; see the module docstring for this reading).
         beta: shape exponent ``> 0`` (1 = Gaussian, the paper's initialisation).
         train_mu: learn ``mu`` (``nn.Parameter``) instead of a fixed buffer.
         train_sigma: learn ``Sigma`` (stored as ``log`` of its diagonal).
@@ -126,8 +142,9 @@ class PriorShape(nn.Module):
 
         mu_v = [(n - 1) / 2.0 for n in shape] if mu is None else _check_vector("mu", mu, ndim, False)
         if sigma2 is None:
-            s2 = ([sum(shape) / (2.0 * ndim)] if covariance == "isotropic"
-                  else [n / 2.0 for n in shape])
+            # Sec. 5.1 read as "scale = half the volume size": Sigma_kk = (N_k / 2)^2.
+            s2 = ([(sum(shape) / (2.0 * ndim)) ** 2] if covariance == "isotropic"
+                  else [(n / 2.0) ** 2 for n in shape])
         elif _is_number(sigma2):
             s2 = [_check_positive("sigma2", sigma2)]
             if covariance == "diagonal":

@@ -128,9 +128,11 @@ class DiffeomorphicTemplateTransformer(nn.Module):
         final_init_std: init std of the last conv (0: output is exactly the prior).
         prior: keyword arguments of :class:`~medssl.geometry.prior.PriorShape`
             (``covariance``, ``mu``, ``sigma2``, ``beta``, ``train_*``);
-            ``sigma2`` defaults to ``(N_k / 4) ** 2`` (the ``p = 0.5`` boundary is a
-            centred ellipsoid spanning half the volume along each axis), and to
-            ``(mean_k N_k / 4) ** 2`` for ``covariance="isotropic"``.
+            ``sigma2`` defaults to PriorShape's reading of Sec. 5.1, "diagonal
+            components set at half the volume size": ``(N_k / 2) ** 2``, so the
+            ``p = 0.5`` boundary is the ellipsoid inscribed in the volume
+            (``(mean_k N_k / 2) ** 2`` for ``covariance="isotropic"``); see
+            :mod:`medssl.geometry.prior` for why not ``N_k / 2``.
 
     Raises:
         ValueError: on a bad shape, ``T``, ``bch_order`` or ``integration``.
@@ -151,10 +153,7 @@ class DiffeomorphicTemplateTransformer(nn.Module):
             raise ValueError(f"integration must be one of {METHODS}, got {integration!r}")
         self.shape, self.T, self.bch_order = tuple(shape), T, bch_order
         self.integration, self.steps = integration, steps
-        if prior.get("covariance") == "isotropic":  # one sigma^2: the mean extent
-            prior.setdefault("sigma2", (sum(shape) / len(shape) / 4.0) ** 2)
-        else:
-            prior.setdefault("sigma2", [(n / 4.0) ** 2 for n in shape])
+        # No sigma2 override: PriorShape's default is the paper's initialisation (Sec. 5.1).
         self.prior = PriorShape(shape, **prior)
         self.net = TemplateNet(2, 3 * T, features, alpha=alpha, final_init_std=final_init_std)
 
