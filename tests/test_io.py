@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import gzip
+import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -49,3 +51,35 @@ def test_load_nifti_errors_name_the_file(tmp_path):
 def test_affine_shape_checked():
     with pytest.raises(ValueError, match="4x4"):
         io.nifti_bytes(np.zeros((2, 2, 2)), np.eye(3))
+
+
+def _strict(text: str):
+    """json.loads that rejects the NaN / Infinity tokens (as strict JSON readers do)."""
+    def refuse(token):
+        raise ValueError(f"non-standard JSON token {token}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_write_json_writes_null_for_non_finite_floats_and_says_where(tmp_path):
+    path = tmp_path / "m.json"
+    obj = {"metrics": {"auc": float("nan"), "dice": np.float32(0.5), "hd95": np.float64(np.inf), "n": np.int64(3)},
+           "per_case": [{"d": np.array([1.0, -np.inf])}], "ok": True, "flag": np.bool_(False),
+           "undefined": {"metrics.auc": "one class only"}}
+    written = io.write_json(path, obj)
+    got = _strict(path.read_text())
+    assert got == written
+    assert got["metrics"] == {"auc": None, "dice": 0.5, "hd95": None, "n": 3}
+    assert got["per_case"] == [{"d": [1.0, None]}] and got["ok"] is True and got["flag"] is False
+    assert got["undefined"]["metrics.auc"] == "one class only"  # the producer's reason is kept
+    assert set(got["undefined"]) == {"metrics.auc", "metrics.hd95", "per_case.0.d.1"}
+    assert "inf" in got["undefined"]["metrics.hd95"] and "null" in got["undefined"]["per_case.0.d.1"]
+    assert obj["metrics"]["auc"] != obj["metrics"]["auc"]  # the caller's object is not modified
+
+
+def test_write_json_leaves_finite_records_alone(tmp_path):
+    path = tmp_path / "m.json"
+    rec = {"b": [1, 2.5, "x", None], "a": {"p": Path("/x")}}
+    assert io.write_json(path, rec) == {"b": [1, 2.5, "x", None], "a": {"p": "/x"}}
+    assert path.read_text() == '{\n  "a": {\n    "p": "/x"\n  },\n  "b": [\n    1,\n    2.5,\n    "x",\n    null\n  ]\n}\n'
+    with pytest.raises(TypeError, match="not JSON serialisable: object"):
+        io.write_json(path, {"x": object()})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -55,9 +56,46 @@ def write_text(path: PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def write_json(path: PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented, key-sorted JSON to ``path`` atomically."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+def write_json(path: PathLike, obj: Any) -> Any:
+    """Write ``obj`` as indented, key-sorted, strict JSON to ``path`` atomically.
+
+    Strict JSON has no NaN or Infinity (Python's ``json`` would write the bare
+    tokens ``NaN`` / ``Infinity``, which strict readers reject), so every
+    non-finite float (Python, NumPy scalar or array element) is written as
+    ``null``. When ``obj`` is a dict, its ``"undefined"`` entry then maps the
+    dotted path of every such value (``"metrics.auc"``, ``"per_case.3.hd95"``)
+    to why it is missing: the reason the producer already put there under
+    that path (e.g. from :func:`medssl.metrics.undefined_reasons`), else
+    ``"non-finite value (nan) written as null"``. Readers treat ``null`` as a
+    missing value.
+
+    Returns:
+        the object as written (plain JSON types, ``None`` for the non-finite
+        floats), so a caller can return exactly what is on disk.
+    """
+    nulled: dict[str, str] = {}
+    clean = _finite(obj, "", nulled)
+    if nulled and isinstance(clean, dict):
+        given = clean.get("undefined") if isinstance(clean.get("undefined"), dict) else {}
+        clean["undefined"] = {**{k: f"non-finite value ({v}) written as null" for k, v in nulled.items()}, **given}
+    write_text(path, json.dumps(clean, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    return clean
+
+
+def _finite(obj: Any, where: str, nulled: dict[str, str]) -> Any:
+    """``obj`` as plain JSON types with non-finite floats replaced by None (their paths go to ``nulled``)."""
+    if isinstance(obj, dict):
+        return {k: _finite(v, f"{where}.{k}" if where else str(k), nulled) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v, f"{where}.{i}" if where else str(i), nulled) for i, v in enumerate(obj)]
+    if isinstance(obj, (np.ndarray, np.generic)) and not isinstance(obj, (np.bool_, np.str_, np.bytes_)):
+        return _finite(obj.tolist(), where, nulled)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        nulled[where] = repr(obj)
+        return None
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return _json_default(obj)
 
 
 def _json_default(obj: Any) -> Any:

@@ -66,11 +66,25 @@ def test_hd95_shifted_cube_matches_scipy():
 
 
 def test_missing_prediction_scores_the_diagonal():
+    """The rule of medssl.metrics: the diagonal between opposite corner voxel centres, (N_k - 1) s_k."""
     shape = (4, 5, 6)
     truth = _cube(shape, (0, 0, 0), (2, 2, 2))
     m = segmentation_metrics(torch.zeros(shape, dtype=torch.long), truth, ["background", "a"], (1, 2, 3))
     assert m["dice_a"] == 0.0
-    assert m["hd95_a"] == pytest.approx(math.sqrt(4**2 + 10**2 + 18**2))
+    assert m["hd95_a"] == pytest.approx(math.sqrt(3**2 + 8**2 + 15**2))
+    assert (m["misses"], m["empty_pred"], m["empty_truth"]) == (1, 1, 0)
+
+
+def test_false_positive_and_absent_classes_in_hd95_and_counts():
+    shape = (8, 8, 8)
+    truth = _cube(shape, (0, 0, 0), (3, 3, 3))
+    pred = truth.clone()
+    pred[6:, 6:, 6:] = 2                                # class b only in prediction: a false positive
+    m = segmentation_metrics(pred, truth, ["background", "a", "b", "c"], (1, 1, 1))
+    assert m["hd95_a"] == 0.0 and m["hd95_b"] == pytest.approx(math.sqrt(3 * 7**2))
+    assert math.isnan(m["hd95_c"]) and math.isnan(m["dice_c"])  # absent from both: left out
+    assert m["hd95"] == pytest.approx(math.sqrt(3 * 7**2) / 2)
+    assert (m["misses"], m["empty_pred"], m["empty_truth"]) == (1, 0, 1)
 
 
 def test_bad_labels_rejected():
@@ -93,6 +107,19 @@ def test_auc_and_accuracy_hand_case():
     assert math.isnan(single["auc"])
 
 
-def test_summarise_ignores_nan():
-    s = summarise([{"case": "a", "dice": 0.5, "x": float("nan")}, {"case": "b", "dice": 1.0, "x": 2.0}])
-    assert s == {"dice": 0.75, "x": 2.0}
+def test_multiclass_auc_matches_sklearn():
+    from sklearn.metrics import roc_auc_score
+
+    g = np.random.default_rng(1)
+    labels = np.arange(40) % 4
+    probs = g.dirichlet(np.ones(4), 40) + 0.5 * np.eye(4)[labels]
+    probs /= probs.sum(1, keepdims=True)
+    m = classification_metrics(probs, labels)
+    assert m["auc"] == pytest.approx(roc_auc_score(labels, probs, multi_class="ovr", average="macro"))
+    assert m["accuracy"] == pytest.approx(float((probs.argmax(1) == labels).mean()))
+
+
+def test_summarise_ignores_nan_and_sums_counts():
+    s = summarise([{"case": "a", "dice": 0.5, "x": float("nan"), "misses": 1},
+                   {"case": "b", "dice": 1.0, "x": 2.0, "misses": 2}])
+    assert s == {"dice": 0.75, "x": 2.0, "misses": 3}

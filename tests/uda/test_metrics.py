@@ -76,22 +76,45 @@ def test_per_subject_3d_stacks_and_class_means():
     assert math.isclose(res["dice"], (res["dice_LV"] + res["dice_myocardium"]) / 2)
 
 
-def test_empty_predictions_are_counted_and_left_out_of_the_assd_mean():
+def test_a_missed_structure_scores_the_diagonal_and_is_counted():
+    """The rule of medssl.metrics: a miss or a false positive is Dice 0, ASSD = the diagonal, counted."""
     truth = torch.zeros(2, 16, 16, dtype=torch.long)
     truth[:, 4:10, 4:10] = 1
     truth[:, 12:15, 2:6] = 3
     pred = truth.clone()
     pred[1][pred[1] == 3] = 0  # subject 1 misses the RV entirely
     pred[0, 0:2, 0:2] = 2  # subject 0 predicts a myocardium that is not there
-    res = evaluate(Fixed(pred), torch.zeros(2, 1, 16, 16), truth, CLASSES, (1.0, 1.0))
+    spacing = (1.0, 1.5)
+    diag = math.sqrt((15 * 1.0) ** 2 + (15 * 1.5) ** 2)
+    res = evaluate(Fixed(pred), torch.zeros(2, 1, 16, 16), truth, CLASSES, spacing)
     assert res["dice_LV"] == 1.0 and res["assd_LV"] == 0.0
     assert res["dice_RV"] == 0.5  # 1 and 0
-    assert res["assd_RV"] == 0.0  # only subject 0 is defined
+    assert res["assd_RV"] == pytest.approx((0.0 + diag) / 2)  # the miss counts, as the worst case
     assert res["empty_pred_RV"] == 1 and res["empty_pred_LV"] == 0
     assert res["dice_myocardium"] == 0.0  # false positive where the class is absent
-    assert math.isnan(res["assd_myocardium"]) and res["empty_truth_myocardium"] == 1
+    # subject 0: the diagonal; subject 1: absent from both, left out
+    assert res["assd_myocardium"] == pytest.approx(diag) and res["empty_truth_myocardium"] == 1
+    assert res["misses"] == 2
     assert math.isclose(res["dice"], (1.0 + 0.0 + 0.5) / 3)
-    assert res["assd"] == 0.0  # the NaN class is skipped
+    assert res["assd"] == pytest.approx((0.0 + diag + diag / 2) / 3)
+
+
+def test_a_method_that_misses_a_structure_scores_worse_than_one_that_finds_it_badly():
+    """Dropping the miss (the old rule) made the method that missed the RV look better."""
+    truth = torch.zeros(1, 32, 32, dtype=torch.long)
+    truth[0, 4:12, 4:12] = 1
+    truth[0, 20:28, 20:28] = 3
+    misses = truth.clone()
+    misses[misses == 3] = 0
+    finds = truth.clone()
+    finds[0, 20:28, 20:28] = 0
+    finds[0, 17:25, 16:24] = 3  # found, shifted by (3, 4) px
+    spacing = (1.0, 1.0)
+    a = evaluate(Fixed(misses), torch.zeros(1, 1, 32, 32), truth, CLASSES, spacing)
+    b = evaluate(Fixed(finds), torch.zeros(1, 1, 32, 32), truth, CLASSES, spacing)
+    ref = _assd_reference(finds[0].numpy() == 3, truth[0].numpy() == 3, spacing)
+    assert b["assd_RV"] == pytest.approx(ref, rel=1e-5) and 0 < ref < 10
+    assert a["assd"] > b["assd"] and a["misses"] == 1 and b["misses"] == 0
 
 
 def test_case_metrics_and_evaluate_check_their_inputs():

@@ -13,7 +13,13 @@ fraction x metric. Conventions:
   shows ``–`` (``--`` in LaTeX).
 * Numbers get 3 decimals for a metric whose values all lie in [0, 1] (Dice,
   AUC, accuracy) and 2 decimals otherwise (HD95 in mm), per metric over the
-  whole table.
+  whole table; a count (:data:`COUNTS`) gets 1.
+* ``misses`` follows the distance column of its setting: the number of test
+  case x class pairs of one seed (mean over seeds) whose prediction or
+  reference of the class was empty, which score Dice 0 and the volume
+  diagonal as their distance (the rule of :mod:`medssl.metrics`). It is a
+  diagnostic: never marked best or second, and shown only where the
+  metrics.json files have it.
 * Per column, the best mean is bold and the second best underlined, compared
   at the displayed precision, so displayed ties share a mark. Metrics whose
   name starts with ``hd``, ``assd``, ``hausdorff``, ``neg_jacobian`` or
@@ -41,10 +47,12 @@ if TYPE_CHECKING:
 
 LONG_COLUMNS = ["study", "dataset", "protocol", "method", "fraction", "seed", "task", "metric", "value"]
 REQUIRED_KEYS = ("study", "dataset", "protocol", "method", "fraction", "seed", "task", "metrics")
-HEADLINE: dict[str, list[str]] = {"segmentation": ["dice", "hd95"], "classification": ["auc"],
-                                  "template": ["dice", "hausdorff", "neg_jacobian_pct", "components"],
-                                  "stn": ["accuracy", "neg_jacobian_pct"], "uda": ["dice", "assd"]}
-LOWER_PREFIXES = ("hd", "assd", "hausdorff", "neg_jacobian", "components")
+HEADLINE: dict[str, list[str]] = {"segmentation": ["dice", "hd95", "misses"], "classification": ["auc"],
+                                  "template": ["dice", "hausdorff", "misses", "neg_jacobian_pct", "components"],
+                                  "stn": ["accuracy", "neg_jacobian_pct"], "uda": ["dice", "assd", "misses"]}
+LOWER_PREFIXES = ("hd", "assd", "hausdorff", "neg_jacobian", "components", "misses")
+#: counts shown beside a distance (medssl.metrics): 1 decimal, never marked best / second
+COUNTS = ("misses",)
 COLUMN_LEVELS = ["dataset", "protocol", "fraction", "metric"]
 EMPTY = "–"
 
@@ -170,6 +178,8 @@ def _columns(df: pd.DataFrame, metrics: Mapping[str, list[str]] | None,
         if not chosen:
             raise ValueError(f"dataset {dataset!r}: no headline metrics for task {task!r}; "
                              f"pass metrics={{{task!r}: [...]}}")
+        # a count column only where the results have it (older metrics.json files do not)
+        chosen = [m for m in chosen if m not in COUNTS or (sub["metric"] == m).any()]
         for protocol in _ordered(sub["protocol"].unique(), protocols_order):
             for fraction in sorted(sub.loc[sub["protocol"] == protocol, "fraction"].unique()):
                 cols += [(dataset, protocol, float(fraction), m) for m in chosen]
@@ -230,13 +240,14 @@ def build_table(df: pd.DataFrame, metrics: Mapping[str, list[str]] | None = None
     decimals = {}
     for metric in dict.fromkeys(c[3] for c in cols):
         vals = df.loc[df["metric"] == metric, "value"].dropna()
-        decimals[metric] = 3 if ((vals >= 0) & (vals <= 1)).all() else 2
+        decimals[metric] = 1 if metric in COUNTS else 3 if ((vals >= 0) & (vals <= 1)).all() else 2
     n_max = int(n.to_numpy().max()) if n.size else 0
     marks = pd.DataFrame("", index=mean.index, columns=index)
     text = pd.DataFrame(EMPTY, index=mean.index, columns=index)
     for col in cols:
         d = decimals[col[3]]
-        marks[col] = _marks(mean[col], d, lower_is_better(col[3]))
+        if col[3] not in COUNTS:
+            marks[col] = _marks(mean[col], d, lower_is_better(col[3]))
         for method in methods:
             k, m, s = n.at[method, col], mean.at[method, col], std.at[method, col]
             if k == 0 or math.isnan(m):
@@ -269,6 +280,10 @@ def to_markdown(table: TableData) -> str:
                            colalign=("left", *["right"] * len(table.columns)))
     legend = ("Mean ± sample std over seeds; **best** and <u>second best</u> per column; "
               "↑ higher / ↓ lower is better; (n=k): fewer seeds than the other cells.")
+    if any(c[3] in COUNTS for c in table.columns):
+        legend += (" misses: test case × class pairs per seed with the class missing from the prediction "
+                   "or from the reference, scored Dice 0 and the volume diagonal (included in the distance "
+                   "to their left).")
     return f"{body}\n\n{legend}\n"
 
 
@@ -376,6 +391,6 @@ def write_study_tables(params: Params, study: str, base: Path | None = None) -> 
     metrics = None
     if spec.kind == "uda":  # Dice per class and mean, then ASSD mean (CMEVAE Tables 1-2)
         fg = params.datasets[spec.directions[0].target].classes[1:]
-        metrics = {"uda": [*(f"dice_{c}" for c in fg), "dice", "assd"]}
+        metrics = {"uda": [*(f"dice_{c}" for c in fg), "dice", "assd", "misses"]}
     return write_tables(study, spec.methods, base, metrics=metrics, datasets_order=spec.datasets,
                         protocols_order=getattr(spec, "protocols", None))

@@ -23,6 +23,7 @@ from medssl import paths, tracking
 from medssl.config import Params
 from medssl.data.datalist import read_datalist
 from medssl.io import write_json
+from medssl.metrics import undefined_reasons
 from medssl.template.models import build
 from medssl.template.train import evaluate, fit
 from medssl.train.common import setup
@@ -103,23 +104,21 @@ def run_template(params: Params, study: str, model_name: str, seed: int, progres
         for i in range(0, len(losses), max(1, len(losses) // 20)):
             run.log_metrics({"train_loss": losses[i]}, step=i + 1)
         res = evaluate(model, x_test, y_test, spacing=spacing)
-        metrics = {k: _finite_or_none(res[f"{k}_mean"]) for k in ("dice", "hausdorff", "neg_jacobian_pct",
-                                                                   "components")}
-        per_case = [{"case": c, **{k: _finite_or_none(res[k][i]) for k in ("dice", "hausdorff", "neg_jacobian_pct",
-                                                                            "components")}}
-                    for i, c in enumerate(test_cases)]
+        names = ("dice", "hausdorff", "neg_jacobian_pct", "components")
+        metrics = {**{k: res[f"{k}_mean"] for k in names}, "misses": res["misses"]}
+        per_case = [{"case": c, **{k: res[k][i] for k in names}} for i, c in enumerate(test_cases)]
+        # non-finite values become null in metrics.json (io.write_json), with these reasons beside them
         record = {"study": study, "dataset": st.dataset, "protocol": "template", "method": model_name,
                   "fraction": 1.0, "seed": seed, "task": "template", "metrics": metrics, "per_case": per_case,
-                  "final_loss": losses[-1], "steps": cfg.steps, "seconds": round(time.time() - t0, 2)}
+                  "undefined": {**undefined_reasons(metrics), **{k: v for i, row in enumerate(per_case) for k, v in
+                                                                 undefined_reasons(row, f"per_case.{i}").items()}},
+                  "final_loss": losses[-1], "steps": cfg.steps,
+                  "seconds": round(time.time() - t0, 2)}
         out = paths.method_metrics(study, st.dataset, model_name, seed)
-        write_json(out, record)
-        run.log_metrics({f"test_{k}": v for k, v in metrics.items() if v is not None})
+        record = write_json(out, record)  # what is on disk: null where undefined
+        run.log_metrics({f"test_{k}": v for k, v in record["metrics"].items() if v is not None})
         run.log_artifact(out)
     log.info("template: done in %.1f s: %s", record["seconds"],
-             ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if v is not None))
+             ", ".join(f"{k}={v:.4g}" for k, v in record["metrics"].items() if v is not None))
     return record
 
-
-def _finite_or_none(value: float) -> float | None:
-    value = float(value)
-    return value if np.isfinite(value) else None

@@ -3,7 +3,8 @@
 * :func:`fit`: Adam on the binary cross-entropy of the probability map
   ("a standard cross entropy loss", Sec. 5.1).
 * :func:`evaluate`: the Table 2/3 metrics per case: Dice (``p > 0.5``),
-  Hausdorff distance in mm, the percentage of negative Jacobian determinants
+  Hausdorff distance in mm (both under the empty rule of
+  :mod:`medssl.metrics`), the percentage of negative Jacobian determinants
   of the ddf ("% |J_phi| < 0", NaN for the U-Net, which has no ddf) and the
   number of connected components of ``p > 0.5``.
 """
@@ -11,17 +12,16 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.metrics import compute_hausdorff_distance
 from torch import nn
 
 from medssl.geometry.components import count_components
 from medssl.geometry.jacobian import negative_fraction
+from medssl.metrics import class_metrics, nanmean
 from medssl.train.common import progress_bar
 
 METRICS = ("dice", "hausdorff", "neg_jacobian_pct", "components")
@@ -89,16 +89,14 @@ def fit(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, steps: int 
 
 
 def _hausdorff(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> float:
-    """Max symmetric Hausdorff distance (mm); the volume diagonal when exactly one mask is empty."""
-    if not pred.any() and not gt.any():
-        return 0.0
-    if not pred.any() or not gt.any():
-        return float(math.sqrt(sum(((n - 1) * s) ** 2 for n, s in zip(pred.shape, spacing))))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        hd = compute_hausdorff_distance(torch.from_numpy(pred)[None, None], torch.from_numpy(gt)[None, None],
-                                        include_background=True, percentile=None, spacing=list(spacing))
-    return float(hd.reshape(-1)[0])
+    """Max symmetric Hausdorff distance (mm) of two binary masks under the rule of :mod:`medssl.metrics`.
+
+    The volume diagonal ``sqrt(sum(((N_k - 1) s_k)^2))`` when exactly one mask is empty, NaN
+    (undefined, left out of the mean) when both are.
+    """
+    m = class_metrics(torch.from_numpy(np.asarray(pred, bool)).long(), torch.from_numpy(np.asarray(gt, bool)).long(),
+                      2, spacing, "hausdorff")
+    return float(m["hausdorff"][0])
 
 
 @torch.no_grad()
@@ -114,11 +112,13 @@ def evaluate(model: nn.Module, images: torch.Tensor, masks: torch.Tensor,
 
     Returns:
         ``{"dice", "hausdorff", "neg_jacobian_pct", "components"}``: lists of
-        ``N`` per-case values (Dice of ``p > 0.5``, 1 when both masks are
-        empty; HD in mm, percentile None = max, the volume diagonal
-        ``|(N_k - 1) s_k|`` when exactly one mask is empty;
-        ``negative_fraction(ddf)`` in percent, NaN without a ddf; components
-        of ``p > 0.5``), plus ``"<name>_mean"`` for each.
+        ``N`` per-case values (Dice of ``p > 0.5`` and HD in mm, percentile
+        None = max, under the empty rule of :mod:`medssl.metrics`: exactly one
+        mask empty scores Dice 0 and the volume diagonal
+        ``sqrt(sum(((N_k - 1) s_k)^2))`` and is counted in ``"misses"``, both
+        empty is NaN; ``negative_fraction(ddf)`` in percent, NaN without a
+        ddf; components of ``p > 0.5``), plus ``"<name>_mean"`` for each
+        (NaN values left out) and ``"misses"`` (an int).
 
     Raises:
         ValueError: bad data shapes or ``spacing``.
@@ -130,18 +130,20 @@ def evaluate(model: nn.Module, images: torch.Tensor, masks: torch.Tensor,
     was_training = model.training
     model.eval()
     out: dict = {k: [] for k in METRICS}
+    out["misses"] = 0
     for i in range(images.shape[0]):
         res = model(images[i:i + 1])
         prob = res["prob"]
         pred = (prob > 0.5)[0, 0].cpu().numpy()
         gt = (masks[i, 0] > 0.5).cpu().numpy()
-        denom = pred.sum() + gt.sum()
-        out["dice"].append(1.0 if denom == 0 else float(2.0 * (pred & gt).sum() / denom))
-        out["hausdorff"].append(_hausdorff(pred, gt, spacing))
+        m = class_metrics(torch.from_numpy(pred).long(), torch.from_numpy(gt).long(), 2, spacing, "hausdorff")
+        out["dice"].append(float(m["dice"][0]))
+        out["hausdorff"].append(float(m["hausdorff"][0]))
+        out["misses"] += int(m["empty_pred"][0]) + int(m["empty_truth"][0])
         ddf = res.get("ddf")
         out["neg_jacobian_pct"].append(float("nan") if ddf is None else float(negative_fraction(ddf)[0]))
         out["components"].append(int(count_components(prob[0, 0])))
     model.train(was_training)
-    for k in METRICS:
-        out[f"{k}_mean"] = float(np.mean(out[k]))
+    for k in METRICS:  # undefined cases (NaN: both masks empty, or no ddf) are left out
+        out[f"{k}_mean"] = nanmean(out[k])
     return out

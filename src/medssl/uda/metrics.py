@@ -1,4 +1,4 @@
-"""Target-domain evaluation of the uda2d study: Dice and ASSD per class (MONAI).
+"""Target-domain evaluation of the uda2d study: Dice and ASSD per class (on :mod:`medssl.metrics`).
 
 CMEVAE reports Dice and ASSD (average symmetric surface distance, mm) of LV,
 myocardium and RV on the target. Conventions here:
@@ -8,34 +8,28 @@ myocardium and RV on the target. Conventions here:
   as MS-CMRSeg evaluations do); otherwise every slice is its own 2D case.
   Per-class values are means over cases; ``dice`` / ``assd`` are means of
   the per-class means.
-* **Dice** (``monai.metrics.compute_dice``): a class absent from the ground
-  truth of a case is left out (NaN) unless the prediction has it, which
-  scores 0.
-* **ASSD** (``monai.metrics.compute_average_surface_distance``,
-  ``symmetric=True``, with the spacing): undefined when the class is missing
-  from the prediction or from the ground truth of a case. Such cases are left
-  out of the mean (NaN) and counted: ``empty_pred_<class>`` (class in the
-  ground truth, missing from the prediction — a complete miss) and
-  ``empty_truth_<class>`` (a false positive of a class that is absent). A class
-  whose every case is undefined gets NaN, which the overall mean skips.
+* **Empty masks**: the one rule of :mod:`medssl.metrics`. A class in the
+  reference but missing from the prediction of a case (a complete miss), or
+  predicted where the reference has none (a false positive), scores Dice 0
+  and ASSD = the volume diagonal, and is counted (``empty_pred_<class>``,
+  ``empty_truth_<class>``; ``misses`` is their total over classes and cases).
+  A class absent from both is undefined for that case and left out. (The old
+  rule dropped a missed structure from the ASSD mean, which flattered a
+  method that misses whole structures.) A class undefined in every case gets
+  NaN, which the overall mean skips.
 """
 
 from __future__ import annotations
 
-import math
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import torch
-from monai.metrics import compute_average_surface_distance, compute_dice
+
+from medssl.metrics import class_metrics
+from medssl.metrics import nanmean as _nanmean
 
 __all__ = ["case_metrics", "evaluate"]
-
-
-def _one_hot(labels: torch.Tensor, n: int) -> torch.Tensor:
-    oh = torch.nn.functional.one_hot(labels.long(), n)
-    return oh.movedim(-1, 0).unsqueeze(0).float()
 
 
 def case_metrics(pred: torch.Tensor, truth: torch.Tensor, n_classes: int, spacing: Sequence[float]) -> dict:
@@ -45,29 +39,8 @@ def case_metrics(pred: torch.Tensor, truth: torch.Tensor, n_classes: int, spacin
         ``{"dice": (n_classes - 1,) array, "assd": (n_classes - 1,) array, "in_truth": bool array,
         "in_pred": bool array}`` with NaN where undefined (module docstring).
     """
-    if pred.shape != truth.shape:
-        raise ValueError(f"prediction shape {tuple(pred.shape)} != ground truth shape {tuple(truth.shape)}")
-    if len(spacing) != pred.ndim:
-        raise ValueError(f"spacing needs {pred.ndim} values for a {pred.ndim}D case, got {tuple(spacing)}")
-    p, t = _one_hot(pred, n_classes), _one_hot(truth, n_classes)
-    in_t = t[0, 1:].flatten(1).any(1)
-    in_p = p[0, 1:].flatten(1).any(1)
-    dice = compute_dice(p, t, include_background=False, ignore_empty=True)[0]
-    dice = torch.where(~in_t & in_p, torch.zeros_like(dice), dice)
-    assd = torch.full((n_classes - 1,), float("nan"))
-    if (in_t & in_p).any():
-        with warnings.catch_warnings():  # MONAI warns on the classes that are empty; handled below
-            warnings.simplefilter("ignore")
-            d = compute_average_surface_distance(p, t, include_background=False, symmetric=True,
-                                                 spacing=[float(s) for s in spacing])[0]
-        assd = torch.where(in_t & in_p, d.float(), assd)
-    return {"dice": dice.numpy().astype(float), "assd": assd.numpy().astype(float),
-            "in_truth": in_t.numpy(), "in_pred": in_p.numpy()}
-
-
-def _nanmean(a: np.ndarray) -> float:
-    a = np.asarray(a, float)
-    return float(np.mean(a[~np.isnan(a)])) if (~np.isnan(a)).any() else math.nan
+    m = class_metrics(pred, truth, n_classes, spacing, "assd")
+    return {k: m[k] for k in ("dice", "assd", "in_truth", "in_pred")}
 
 
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, classes: Sequence[str],
@@ -88,8 +61,8 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, classes: 
 
     Returns:
         ``dice_<class>``, ``assd_<class>`` (mm), ``empty_pred_<class>``, ``empty_truth_<class>`` for
-        every foreground class; ``dice``, ``assd`` (means over classes); ``n_cases``; ``mode``
-        (``"3d"`` or ``"2d"``).
+        every foreground class; ``dice``, ``assd`` (means over classes); ``misses`` (the number of
+        case x class pairs scored the diagonal); ``n_cases``; ``mode`` (``"3d"`` or ``"2d"``).
     """
     if x.ndim != 4 or y.ndim != 3 or x.shape[0] != y.shape[0] or x.shape[-2:] != y.shape[-2:]:
         raise ValueError(f"expected x (N, C, H, W) and y (N, H, W), got {tuple(x.shape)} and {tuple(y.shape)}")
@@ -127,4 +100,5 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, classes: 
         out[f"empty_truth_{name}"] = int((~in_t[:, i] & in_p[:, i]).sum())
     out["dice"] = _nanmean([out[f"dice_{c}"] for c in classes[1:]])
     out["assd"] = _nanmean([out[f"assd_{c}"] for c in classes[1:]])
+    out["misses"] = int((in_t ^ in_p).sum())
     return out

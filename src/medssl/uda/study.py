@@ -5,23 +5,22 @@ Sec. III: MS-CMRSeg bSSFP -> LGE and back), the method's network is trained
 on the labelled ``training`` slices of the source and the *unlabelled*
 ``training`` slices of the target (their labels are never read), then scored
 on the target's ``test`` cases: Dice per class and mean, ASSD per class and
-mean (MONAI, per subject in 3D). Writes
+mean (MONAI, per subject in 3D, a missed structure scoring the volume
+diagonal) and ``misses`` (see :mod:`medssl.metrics`). Writes
 ``results/<study>/runs/<direction>/<method>/seed<s>/metrics.json``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any
-
-import numpy as np
 
 from medssl import paths, tracking
 from medssl.config import Params
 from medssl.data.datalist import read_datalist
 from medssl.io import write_json
+from medssl.metrics import undefined_reasons
 from medssl.train.common import setup
 from medssl.uda.data import load_slices
 from medssl.uda.metrics import evaluate
@@ -74,19 +73,18 @@ def run_uda(params: Params, study: str, method: str, direction: str, seed: int,
             run.log_metrics({f"train_{k}": float(v) for k, v in h.items() if k != "epoch"}, step=h["epoch"])
             log.info("uda: epoch %d/%d loss %.4f", h["epoch"], d.epochs, h["loss"])
         res = evaluate(model, tgt_test.x, tgt_test.y, classes, tgt_test.spacing, groups=tgt_test.groups)
-        metrics = {k: _finite_or_none(v) for k, v in res.items() if k.startswith(("dice", "assd"))}
+        metrics = {k: v for k, v in res.items() if k.startswith(("dice", "assd", "misses"))}
+        # non-finite values become null in metrics.json (io.write_json), with these reasons beside them
         record = {"study": study, "dataset": d.label, "protocol": "uda", "method": method, "fraction": 1.0,
                   "seed": seed, "task": "uda", "source": d.source, "target": d.target, "metrics": metrics,
                   "empty": {k: v for k, v in res.items() if k.startswith("empty_")}, "n_cases": res["n_cases"],
-                  "history": history, "seconds": round(time.time() - t0, 2)}
+                  "undefined": undefined_reasons(metrics), "history": history,
+                  "seconds": round(time.time() - t0, 2)}
         out = paths.method_metrics(study, d.label, method, seed)
-        write_json(out, record)
+        record = write_json(out, record)  # what is on disk: null where undefined
+        metrics = record["metrics"]
         run.log_metrics({f"test_{k}": v for k, v in metrics.items() if v is not None})
         run.log_artifact(out)
     log.info("uda: done in %.1f s: dice %.4f assd %s", record["seconds"], res["dice"], metrics.get("assd"))
     return record
 
-
-def _finite_or_none(value: float) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) and not np.isnan(value) else None
