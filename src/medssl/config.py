@@ -252,6 +252,14 @@ class PretrainSpec(_Strict):
     # epoch end and on SIGTERM / SIGUSR1 (medssl.train.resume). Not part of the resume fingerprint.
     checkpoint_every: int = Field(100, ge=0)
     amp: bool = False  # bf16 autocast on CUDA (ignored on the CPU)
+    # optimiser and learning-rate schedule (medssl.train.optim); the defaults keep Adam at a constant lr.
+    # S2DC (supplement Sec. C, published code): adamw, weight_decay 0.1, warmup_cosine, 500 of 100k steps.
+    optimizer: Literal["adam", "adamw"] = "adam"
+    weight_decay: float = Field(0.0, ge=0)  # Adam: L2 added to the gradient; AdamW: decoupled decay
+    schedule: Literal["constant", "warmup_cosine"] = "constant"
+    # warmup_cosine: linear warm-up over round(warmup_fraction * epochs * steps_per_epoch) steps, then a
+    # half cosine to 0 at the last step (a fraction, so one setting fits runs of any length; S2DC: 0.005)
+    warmup_fraction: float = Field(0.0, ge=0, lt=1)
 
 
 class DownstreamSpec(PretrainSpec):

@@ -37,6 +37,7 @@ from medssl.data.datalist import read_datalist
 from medssl.data.loaders import make_dataset, train_loader
 from medssl.nn.checkpoint import save_backbone
 from medssl.train import distributed
+from medssl.train.optim import build_optimizer, build_schedule
 from medssl.train.common import build_backbone, log, progress_bar, setup
 from medssl.train.resume import (STATE_VERSION, Preempted, Preemption, autocast, capture_rng, due, epoch_batches,
                                  fingerprint, load_state, randomizable_states, save_state, set_randomizable_states,
@@ -132,7 +133,8 @@ def _train(params: Params, study: str, method: str, model, cfg: PretrainSpec, st
     data = make_dataset(entries, "pretrain", patch=cfg.patch, train=True, seed=params.seed)
     model.to(dev)
     model.set_data_parallel(dist_env.rank, dist_env.world_size)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = build_optimizer(model.parameters(), cfg)  # Adam / AdamW (medssl.train.optim)
+    sched = build_schedule(opt, cfg)  # constant / warm-up + cosine, stepped per optimiser step
     steps = cfg.steps_per_epoch
     config = {**resume_config(params, study, method), "version": STATE_VERSION}
     start_epoch, start_step, global_step = 0, 0, 0
@@ -143,6 +145,7 @@ def _train(params: Params, study: str, method: str, model, cfg: PretrainSpec, st
     if state is not None:
         model.load_state_dict(state["model"])  # includes the method's own generators
         opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
         set_randomizable_states(data.transform, state["data_rng"])
         start_epoch, start_step, global_step = state["epoch"], state["step"], state["global_step"]
         history, epoch_losses, pending_rng = state["history"], state["epoch_losses"], state["rng"]
@@ -163,7 +166,8 @@ def _train(params: Params, study: str, method: str, model, cfg: PretrainSpec, st
             save_state(state_path, {
                 "version": STATE_VERSION, "fingerprint": fingerprint(config), "config": config,
                 "epoch": epoch, "step": step, "global_step": global_step,
-                "model": to_cpu(model.state_dict()), "optimizer": to_cpu(opt.state_dict()), "scheduler": None,
+                "model": to_cpu(model.state_dict()), "optimizer": to_cpu(opt.state_dict()),
+                "scheduler": sched.state_dict(),
                 "rng": capture_rng(), "data_rng": randomizable_states(data.transform),
                 "history": history, "epoch_losses": list(losses), "world_size": dist_env.world_size})
             log.info("pretrain: saved state at epoch %d step %d (global step %d)", epoch + 1, step, global_step)
@@ -184,6 +188,7 @@ def _train(params: Params, study: str, method: str, model, cfg: PretrainSpec, st
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                sched.step()
                 value, stopping = distributed.reduce_step(dist_env, loss, stop.requested)
                 losses.append(value)
                 global_step += 1
