@@ -27,9 +27,18 @@ def _params(args: argparse.Namespace):
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from medssl.data.leakage import find_leaks
+
     p = _params(args)
+    leaks, unchecked = find_leaks(p)
+    for leak in leaks:
+        print(f"{args.params}: test-set leakage: {leak}", file=sys.stderr)
+    if leaks:
+        return 1
     print(f"{args.params}: valid ({len(p.datasets)} datasets, {len(p.methods)} methods, "
           f"{len(p.studies)} studies: {', '.join(p.studies)})")
+    if unchecked:
+        print(f"leakage: not preprocessed yet, checked when pre-training starts: {', '.join(unchecked)}")
     return 0
 
 
@@ -204,7 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=func)
         return sp
 
-    add("check", cmd_check, "validate params.yaml (unknown keys, methods, datasets are errors)")
+    add("check", cmd_check, "validate params.yaml (unknown keys, methods, datasets are errors) and check that "
+        "no study pre-trains on a downstream validation / test case (by raw-file hash, case id and subject, "
+        "over the datasets already preprocessed); exit 1 on a leak")
     sp = add("schema", cmd_schema, "print (or write) the JSON schema of params.yaml")
     sp.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     sp = add("fetch", cmd_fetch, "download / generate / check raw data into data/raw/<dataset>")

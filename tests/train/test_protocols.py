@@ -62,10 +62,23 @@ def test_linear_keeps_the_backbone_finetune_changes_it(tiny):
 
 def test_classification_and_label_fraction(tiny):
     p, _ = tiny
+    from medssl.data.datalist import read_datalist
+
+    training = {e["case"]: e["label"] for e in read_datalist(paths.datalist("phantom_lesion"), "training")}
+    test = [e["case"] for e in read_datalist(paths.datalist("phantom_lesion"), "test")]
     res = downstream(p, "ssl3d", "phantom_lesion", "finetune", "scratch", 0.5, 1, progress=False)
     assert set(res["metrics"]) == {"auc", "accuracy"}
-    assert 0 <= res["metrics"]["accuracy"] <= 1
-    assert len(res["per_case"]) == 2 and {"case", "label", "prob"} <= set(res["per_case"][0])
+    # the fraction subsamples the training split: half of its 4 cases, one of each class (stratified)
+    assert len(training) == 4 and len(res["train_cases"]) == 2
+    assert set(res["train_cases"]) <= set(training)
+    assert {training[c] for c in res["train_cases"]} == {0, 1}
+    full = downstream(p, "ssl3d", "phantom_lesion", "finetune", "scratch", 1.0, 1, progress=False)
+    assert full["train_cases"] == sorted(training)
+    # accuracy is the share of correct test rows, recomputed from the per-case records
+    assert sorted(r["case"] for r in res["per_case"]) == sorted(test)
+    rows = res["per_case"]
+    assert res["metrics"]["accuracy"] == pytest.approx(sum(r["correct"] for r in rows) / len(rows))
+    assert all(r["correct"] == ((r["prob"] >= 0.5) == bool(r["label"])) for r in rows if r["prob"] != 0.5)
     assert 1 <= res["best_epoch"] <= p.downstream.epochs
 
 

@@ -16,6 +16,14 @@ try:
 except medssl_config.ConfigError as exc:
     raise WorkflowError(str(exc))
 
+# Test-set leakage, over the datasets already preprocessed (the pretrain and
+# downstream jobs check the rest before they train): medssl.data.leakage.
+from medssl.data.leakage import find_leaks
+
+_leaks, _ = find_leaks(P)
+if _leaks:
+    raise WorkflowError("test-set leakage: " + "; ".join(map(str, _leaks)))
+
 # Every job reads the configuration this run was started with (params.yaml
 # merged with any --configfile / --config) from .medssl/params.yaml, written
 # atomically and only when it changed. Rules pass it as `--params`.

@@ -151,8 +151,9 @@ def write_datalist(path: Path, name: str, spec: DatasetSpec, cases: dict[str, di
         path: output file.
         name: dataset name.
         spec: the dataset's spec (task, modality, classes, recipe, splits).
-        cases: ``{case: {"image": "images/x.nii.gz", "label": "labels/x.nii.gz" | int}}``
-            (no ``label`` for a pre-training corpus); paths relative to ``path``'s folder.
+        cases: ``{case: {"image": "images/x.nii.gz", "label": "labels/x.nii.gz" | int, "source": sha256}}``
+            (no ``label`` for a pre-training corpus); paths relative to ``path``'s folder; ``source``
+            (optional) identifies the raw image (:mod:`medssl.data.leakage`).
         splits: precomputed splits; by default :func:`make_splits` of ``spec.splits``.
 
     Returns:
@@ -182,6 +183,8 @@ def write_datalist(path: Path, name: str, spec: DatasetSpec, cases: dict[str, di
             if "image" not in item:
                 raise ValueError(f"case {case!r} has no image")
             entry = {"case": case, "image": str(item["image"])}
+            if item.get("source"):  # the raw image's SHA-256: its identity for the leakage check
+                entry["source"] = str(item["source"])
             if item.get("label") is not None:
                 label = item["label"]
                 entry["label"] = label if isinstance(label, int) else str(label)

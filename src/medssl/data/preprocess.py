@@ -38,6 +38,7 @@ from medssl.config import DatasetSpec, Recipe
 from medssl.data.datalist import make_splits, write_datalist
 from medssl.data.intensity import apply_intensity, crop_or_pad
 from medssl.data.layouts import PreprocessError, RawCase, case_id, find_cases, map_label_values, read_msd_layout
+from medssl.data.leakage import raw_fingerprint
 from medssl.data.readers import check_scalar_3d, read_dicom_series, read_png_stack, read_sitk
 from medssl.io import save_nifti
 
@@ -334,7 +335,7 @@ def preprocess_dataset(name: str, spec: DatasetSpec, raw_dir: Path | None = None
         entries: dict[str, dict] = {}
         for rc in tqdm(cases, desc=f"preprocess {name}", unit="case", disable=not progress):
             img, lab, affine = preprocess_raw_case(rc, spec.recipe, n_classes, label_values)
-            entry: dict = {"image": f"images/{rc.case}.nii.gz"}
+            entry: dict = {"image": f"images/{rc.case}.nii.gz", "source": raw_fingerprint(rc.image)}
             save_nifti(tmp / entry["image"], img, affine, np.float32)
             if lab is not None:
                 entry["label"] = f"labels/{rc.case}.nii.gz"

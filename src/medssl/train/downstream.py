@@ -33,6 +33,7 @@ from torch import nn
 from medssl import paths, tracking
 from medssl.config import Params
 from medssl.data.datalist import read_datalist, subsample
+from medssl.data.leakage import check_study
 from medssl.data.loaders import eval_loader, make_dataset, train_loader
 from medssl.io import write_json
 from medssl.nn.checkpoint import load_backbone
@@ -87,6 +88,7 @@ def downstream(params: Params, study: str, dataset: str, protocol: str, method: 
     dev = resolve_device(device)
     setup(seed, cfg.num_threads)
     t0 = time.time()
+    check_study(params, study, [dataset])  # the backbone never saw this dataset's validation / test cases
     backbone = load_backbone(paths.backbone_weights(study, method), paths.backbone_config(study, method))
     model = DownstreamModel(backbone, spec.task, len(spec.classes))
     if protocol == "linear":
@@ -201,6 +203,7 @@ def downstream(params: Params, study: str, dataset: str, protocol: str, method: 
                         for c, y, p in zip(cases, labels, probs, strict=True)]
         result = {"study": study, "dataset": dataset, "protocol": protocol, "method": method,
                   "fraction": fraction, "seed": seed, "task": spec.task, "metrics": metrics,
+                  "train_cases": sorted(e["case"] for e in train_entries),  # the label-fraction subset used
                   "per_case": per_case, "history": history, "best_epoch": best_epoch,
                   "seconds": round(time.time() - t0, 2)}
         write_json(out, result)

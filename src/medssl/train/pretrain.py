@@ -33,7 +33,7 @@ import torch
 
 from medssl import paths, registry, tracking
 from medssl.config import Params, PretrainSpec
-from medssl.data.datalist import read_datalist
+from medssl.data.leakage import check_study, pretrain_entries
 from medssl.data.loaders import make_dataset, train_loader
 from medssl.nn.checkpoint import save_backbone
 from medssl.train import distributed
@@ -128,8 +128,8 @@ def _train(params: Params, study: str, method: str, model, cfg: PretrainSpec, st
                          f"{dist_env.world_size} processes")
     if cfg.amp and dev.type != "cuda":
         log.warning("pretrain: amp (bf16 autocast) is for CUDA only; training in float32 on %s", dev)
-    entries = [e for name in st.pretrain_datasets  # one corpus, or several pooled (S2DC's 10k CT)
-               for sec in ("training", "validation", "test") for e in read_datalist(paths.datalist(name), sec)]
+    check_study(params, study)  # no downstream validation / test case may be pre-trained on
+    entries = pretrain_entries(params, study)  # the training split of each corpus (S2DC Sec. B), pooled
     data = make_dataset(entries, "pretrain", patch=cfg.patch, train=True, seed=params.seed)
     model.to(dev)
     model.set_data_parallel(dist_env.rank, dist_env.world_size)
