@@ -255,3 +255,20 @@ def test_write_study_tables_uses_study_order(tmp_path):
         "b,lesion,linear", "b,lesion,finetune", "a,lesion,linear", "a,lesion,finetune"]
     with pytest.raises(ValueError, match="study 'nope' is not defined; defined: s"):
         tables.write_study_tables(params, "nope", tmp_path)
+
+
+def test_misses_column_follows_the_distance_and_is_not_ranked(tmp_path):
+    _write(tmp_path, "organs", "linear", "a", 1.0, 0, {"dice": 0.5, "hd95": 4.0, "misses": 1})
+    _write(tmp_path, "organs", "linear", "a", 1.0, 1, {"dice": 0.7, "hd95": float("nan"), "misses": 2})
+    _write(tmp_path, "organs", "linear", "b", 1.0, 0, {"dice": 0.9, "hd95": 2.0, "misses": 0})
+    df = tables.collect(paths.runs("s", tmp_path))
+    assert math.isnan(df.loc[(df["seed"] == 1) & (df["metric"] == "hd95"), "value"].item())  # null: missing
+    t = tables.build_table(df, methods_order=["a", "b"])
+    col = ("organs", "linear", 1.0, "misses")
+    assert [c[3] for c in t.columns] == ["dice", "hd95", "misses"]
+    assert t.text[col].tolist() == ["1.5 ± 0.7", "0.0 (n=1)"]  # mean over seeds, 1 decimal
+    assert t.text[("organs", "linear", 1.0, "hd95")].tolist() == ["4.00 (n=1)", "2.00 (n=1)"]
+    assert t.marks[col].tolist() == ["", ""]  # a diagnostic, not ranked
+    md = tables.to_markdown(t)
+    assert "misses ↓" in md and "misses: test case × class pairs" in md
+    assert "misses" not in tables.to_markdown(tables.build_table(df[df["metric"] != "misses"]))

@@ -7,7 +7,9 @@ import math
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 
 from medssl import paths
 from medssl.data.datalist import read_datalist
@@ -46,23 +48,71 @@ def test_load_cases_names_the_bad_file(tiny, tmp_path):
         load_cases([{"case": "x", "image": entries[0]["image"]}])
 
 
-def test_run_template_writes_metrics_and_table(tiny):
+def _strict_json(path):
+    """The file through a strict reader: bare NaN / Infinity tokens are refused."""
+    def refuse(token):
+        raise AssertionError(f"{path}: non-standard JSON token {token}")
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def _hausdorff_reference(a: np.ndarray, b: np.ndarray, spacing) -> float:
+    """Max symmetric surface distance with scipy (surface = mask minus its erosion), or the diagonal."""
+    from scipy.ndimage import binary_erosion, distance_transform_edt
+
+    if a.any() != b.any():
+        return math.sqrt(sum(((n - 1) * s) ** 2 for n, s in zip(a.shape, spacing)))
+    ea, eb = a & ~binary_erosion(a), b & ~binary_erosion(b)
+    return float(max(distance_transform_edt(~eb, sampling=spacing)[ea].max(),
+                     distance_transform_edt(~ea, sampling=spacing)[eb].max()))
+
+
+def test_run_template_writes_metrics_and_table(tiny, monkeypatch):
+    import medssl.template.study as study
+
     p = tiny
-    rows = {}
+    seen = {}
+    real = study.evaluate
+
+    def spy(model, images, masks, spacing):  # keep the trained model to recompute its metrics
+        seen["last"] = (model, images, masks, spacing)
+        return real(model, images, masks, spacing=spacing)
+
+    monkeypatch.setattr(study, "evaluate", spy)
+    rows, models = {}, {}
     for model in p.studies["template"].models:
         rows[model] = run_template(p, "template", model, 0, progress=False)
+        models[model] = seen["last"]
     for model, rec in rows.items():
-        out = paths.method_metrics("template", "phantom_breast", model, 0)
-        saved = json.loads(out.read_text())
-        assert saved["metrics"] == rec["metrics"]
+        saved = _strict_json(paths.method_metrics("template", "phantom_breast", model, 0))
+        assert saved == rec  # the record returned is the record on disk
         assert saved["protocol"] == "template" and saved["task"] == "template" and saved["fraction"] == 1.0
-        assert 0.0 <= rec["metrics"]["dice"] <= 1.0 and rec["metrics"]["components"] >= 0
         assert len(rec["per_case"]) == 2
-    assert rows["unet"]["metrics"]["neg_jacobian_pct"] is None  # no transformation
+        # recompute every case from the trained model with scipy / hand Dice
+        net, x, y, spacing = models[model]
+        with torch.no_grad():
+            pred = np.stack([(net(x[i:i + 1])["prob"] > 0.5)[0, 0].numpy() for i in range(x.shape[0])])
+        gt = (y[:, 0] > 0.5).numpy()
+        for i, row in enumerate(rec["per_case"]):
+            denom = pred[i].sum() + gt[i].sum()
+            assert row["dice"] == pytest.approx(2 * (pred[i] & gt[i]).sum() / denom, abs=1e-6)
+            assert row["hausdorff"] == pytest.approx(_hausdorff_reference(pred[i], gt[i], spacing), rel=1e-5)
+        assert rec["metrics"]["dice"] == pytest.approx(np.mean([r["dice"] for r in rec["per_case"]]))
+        assert rec["metrics"]["hausdorff"] == pytest.approx(np.mean([r["hausdorff"] for r in rec["per_case"]]))
+        assert rec["metrics"]["misses"] == sum(int(not pred[i].any()) for i in range(len(pred)))
+    assert rows["unet"]["metrics"]["neg_jacobian_pct"] is None  # no transformation: null, with the reason
+    assert "no ddf" in rows["unet"]["undefined"]["metrics.neg_jacobian_pct"]
     assert 0.0 <= rows["diffeo_trained"]["metrics"]["neg_jacobian_pct"] <= 100.0
     written = write_study_tables(p, "template")
+    # the table: one row per model in params order, the headline columns, each cell the metrics.json value
+    csv = pd.read_csv(written["csv"])
+    assert list(dict.fromkeys(csv["method"])) == list(p.studies["template"].models)
+    assert list(dict.fromkeys(csv["metric"])) == ["dice", "hausdorff", "misses", "neg_jacobian_pct", "components"]
+    for r in csv.itertuples():
+        value = rows[r.method]["metrics"][r.metric]
+        assert (math.isnan(r.mean) and value is None) or r.mean == pytest.approx(value), (r.method, r.metric)
+        assert r.n == (value is not None)
     md = written["md"].read_text()
-    assert "unet" in md and "diffeo_trained" in md and "hausdorff" in md and "neg_jacobian_pct" in md
+    assert "misses ↓" in md and "unet" in md and "diffeo_trained" in md
 
 
 def test_run_template_is_deterministic(tiny):
@@ -82,7 +132,7 @@ def test_run_stn_writes_metrics_and_table(tiny):
     p = tiny
     recs = {m: run_stn(p, "stn", m, 0, progress=False) for m in p.studies["stn"].models}
     for m, rec in recs.items():
-        saved = json.loads(paths.method_metrics("stn", "rotated_digits", m, 0).read_text())
+        saved = _strict_json(paths.method_metrics("stn", "rotated_digits", m, 0))
         assert saved["metrics"] == rec["metrics"] and saved["task"] == "stn"
         assert 0.0 <= rec["metrics"]["accuracy"] <= 1.0
         assert len(rec["history"]) == p.studies["stn"].epochs and math.isfinite(rec["history"][-1]["loss"])

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from medssl.uda import build
+from medssl.uda.losses import kl_standard_normal
 from medssl.uda.train import step_losses
 
 FEATURES = (4, 8, 8, 16, 16)
@@ -95,32 +98,71 @@ def test_margin_and_contrast_alone_reach_the_projection_heads_and_encoder():
     assert all(p.grad is None for p in model.recons.parameters())  # recon weight 0: not in the graph
 
 
-def test_step_assembles_the_negative_bound_from_independently_computed_terms():
-    weights = {"seg": 2.0, "dice": 0.5, "kl": 3.0, "recon": 4.0}
-    model = build("vae", 3, features=FEATURES, seed=0, loss=weights)
+def test_kl_term_matches_torch_distributions():
+    g = torch.Generator().manual_seed(1)
+    mu, logvar = torch.randn(3, 4, 2, 5, generator=g), torch.randn(3, 4, 2, 5, generator=g)
+    q = torch.distributions.Normal(mu, (0.5 * logvar).exp())
+    ref = torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).flatten(1).sum(1)
+    assert torch.allclose(kl_standard_normal(mu, logvar), ref, rtol=1e-5)
+
+
+def test_step_terms_of_a_real_network_match_torch_references():
+    """KL, prediction and reconstruction terms of CMEVAE Eq. (1) on a VAE's own outputs."""
+    model = build("vae", 3, features=FEATURES, seed=0, loss={"seg": 1.0, "dice": 1.0, "kl": 1.0, "recon": 1.0})
     g = torch.Generator().manual_seed(5)
     xs, xt = torch.rand(2, 1, 32, 32, generator=g), torch.rand(3, 1, 32, 32, generator=g)
     ys = torch.randint(0, 3, (2, 32, 32), generator=g)
     torch.manual_seed(7)
     terms = step_losses(model, xs, ys, xt)
     torch.manual_seed(7)  # the same reparameterisation noise
-    out = model(torch.cat([xs, xt]))
     xb = torch.cat([xs, xt])
-    # KL: closed form per latent element, summed per image, per image pixel, mean over both domains
-    kl = (0.5 * (out["mu"] ** 2 + out["logvar"].exp() - 1 - out["logvar"])).sum((1, 2, 3)) / (32 * 32)
+    out = model(xb)
+    # KL(q(z|x) || N(0, I)) per image pixel, mean over the images of both domains
+    q = torch.distributions.Normal(out["mu"], (0.5 * out["logvar"]).exp())
+    kl = torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).flatten(1).sum(1) / (32 * 32)
     assert torch.allclose(terms["kl"], kl.mean(), rtol=1e-5)
-    # prediction term on the source only: full-resolution head = plain cross entropy
-    ce0 = torch.nn.functional.cross_entropy(out["logits"][0][:2], ys)
-    ce1_target = torch.nn.functional.avg_pool2d(torch.nn.functional.one_hot(ys, 3).permute(0, 3, 1, 2).float(), 2)
-    ce1 = -(ce1_target * torch.log_softmax(out["logits"][1][:2], 1)).sum(1).mean()
-    assert terms["seg"].item() > ce0.item() + ce1.item()  # the third head adds a positive term
-    # reconstruction: both domains, every scale
-    rec = sum(((r - (torch.nn.functional.avg_pool2d(xb, 2 ** n) if n else xb)) ** 2).mean()
-              for n, r in enumerate(out["recon"]))
-    assert torch.allclose(terms["recon"], rec, rtol=1e-5)
-    total = 2.0 * terms["seg"] + 0.5 * terms["dice"] + 3.0 * terms["kl"] + 4.0 * terms["recon"]
-    assert torch.allclose(terms["loss"], total, rtol=1e-6)
-    assert min(float(terms[k].detach()) for k in ("seg", "dice", "kl", "recon")) > 0  # -ELBO terms are >= 0
+    # -log p(y|z) on the source: cross entropy of every head against the label proportions of its pixels
+    onehot = torch.nn.functional.one_hot(ys, 3).permute(0, 3, 1, 2).float()
+    ce = sum(torch.nn.functional.cross_entropy(lg[:2], torch.nn.functional.avg_pool2d(onehot, 2 ** n))
+             for n, lg in enumerate(out["logits"]))
+    assert torch.allclose(terms["seg"], ce, rtol=1e-5)
+    # -log p(x|y,z) up to its constant: Gaussian of variance 1/2 around each scale's reconstruction
+    nll = 0.0
+    for n, r in enumerate(out["recon"]):
+        target = torch.nn.functional.avg_pool2d(xb, 2 ** n)
+        logp = torch.distributions.Normal(r, math.sqrt(0.5)).log_prob(target)
+        nll = nll + (-logp - 0.5 * math.log(math.pi)).mean()
+    assert torch.allclose(terms["recon"], nll, rtol=1e-5)
+
+
+def test_step_assembles_the_negative_bound_with_a_known_value():
+    """Fixed network outputs with closed-form terms; the weighted total is the negative bound plus Dice."""
+    weights = {"seg": 2.0, "dice": 0.5, "kl": 3.0, "recon": 4.0}
+    model = build("vae", 3, features=FEATURES, seed=0, loss=weights)
+    ys = torch.zeros(2, 32, 32, dtype=torch.long)
+    ys[:, :16] = 1          # half the pixels class 1, a quarter class 2, in 8x8-aligned blocks
+    ys[:, 16:, :16] = 2
+    x = torch.full((2, 1, 32, 32), 0.3)  # a constant image: every pooled scale is 0.3
+
+    def fixed(xb):
+        b = xb.shape[0]
+        return {"logits": [torch.zeros(b, 3, 32 >> n, 32 >> n) for n in range(3)],
+                "recon": [torch.full((b, 1, 32 >> n, 32 >> n), 0.8) for n in range(3)],
+                "embed": [], "mu": torch.ones(b, 16, 2, 2), "logvar": torch.full((b, 16, 2, 2), math.log(2.0)),
+                "z": torch.ones(b, 16, 2, 2), "prob": torch.full((b, 3, 32, 32), 1 / 3)}
+
+    model.forward = fixed
+    terms = step_losses(model, x, ys, x)
+    seg = 3 * math.log(3)                                # uniform softmax on 3 classes, 3 heads
+    n_pix = 2 * 32 * 32
+    dice = 3 * sum(1 - (2 * n_c / 3) / (n_pix / 3 + n_c) for n_c in (n_pix / 2, n_pix / 4)) / 2
+    kl = 0.5 * (1 + 2 - 1 - math.log(2)) * (16 * 2 * 2) / (32 * 32)  # per latent element, per image pixel
+    recon = 3 * 0.5 ** 2                                 # (0.8 - 0.3)^2 at each of 3 scales
+    assert float(terms["seg"]) == pytest.approx(seg, rel=1e-6)
+    assert float(terms["dice"]) == pytest.approx(dice, rel=1e-4)
+    assert float(terms["kl"]) == pytest.approx(kl, rel=1e-6)
+    assert float(terms["recon"]) == pytest.approx(recon, rel=1e-6)
+    assert float(terms["loss"]) == pytest.approx(2 * seg + 0.5 * dice + 3 * kl + 4 * recon, rel=1e-5)
     assert float(terms["contrast"]) == float(terms["margin"]) == 0.0
 
 
