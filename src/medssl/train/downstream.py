@@ -36,6 +36,7 @@ from medssl.data.datalist import read_datalist, subsample
 from medssl.data.leakage import check_study
 from medssl.data.loaders import eval_loader, make_dataset, train_loader
 from medssl.io import write_json
+from medssl.metrics import undefined_reasons
 from medssl.nn.checkpoint import load_backbone
 from medssl.nn.heads import ClassificationHead, SegmentationHead
 from medssl.train.common import log, progress_bar, setup
@@ -205,7 +206,7 @@ def downstream(params: Params, study: str, dataset: str, protocol: str, method: 
                   "fraction": fraction, "seed": seed, "task": spec.task, "metrics": metrics,
                   "train_cases": sorted(e["case"] for e in train_entries),  # the label-fraction subset used
                   "per_case": per_case, "history": history, "best_epoch": best_epoch,
-                  "seconds": round(time.time() - t0, 2)}
+                  "undefined": undefined_reasons(metrics), "seconds": round(time.time() - t0, 2)}
         write_json(out, result)
         state_path.unlink(missing_ok=True)  # metrics.json is the result; the state only served a resume
         run.log_metrics({f"test_{k}": v for k, v in metrics.items() if np.isfinite(v)})
