@@ -80,6 +80,6 @@ def test_write_json_leaves_finite_records_alone(tmp_path):
     path = tmp_path / "m.json"
     rec = {"b": [1, 2.5, "x", None], "a": {"p": Path("/x")}}
     assert io.write_json(path, rec) == {"b": [1, 2.5, "x", None], "a": {"p": "/x"}}
-    assert path.read_text() == '{\n  "a": {\n    "p": "/x"\n  },\n  "b": [\n    1,\n    2.5,\n    "x",\n    null\n  ]\n}\n'
+    assert path.read_text() == json.dumps({"a": {"p": "/x"}, "b": [1, 2.5, "x", None]}, indent=2) + "\n"
     with pytest.raises(TypeError, match="not JSON serialisable: object"):
         io.write_json(path, {"x": object()})
