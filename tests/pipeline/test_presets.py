@@ -110,7 +110,7 @@ def test_s2dc_preset_pretrains_on_training_cases_only(tmp_path, monkeypatch):
         else:
             fetch(name, p.datasets[name], progress=False)
         preprocess_dataset(name, p.datasets[name], progress=False)
-    assert find_leaks(p) == ([], [])
+    assert find_leaks(p, PRESETS["s2dc"][0]) == ([], [])
 
     def cases(name, *sections):
         return {e["case"] for s in sections for e in read_datalist(paths.datalist(name), s)}
