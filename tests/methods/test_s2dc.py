@@ -1,15 +1,19 @@
-"""S2DC: views and ground truth, gradients, teacher and queue, size errors, and matching that is learned."""
+"""S2DC: views and ground truth, gradients, teacher, D.2 dictionary and InfoNCE, size errors, learned matching."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from medssl import registry
 from medssl.config import SyntheticSource
 from medssl.data import synthetic
 from medssl.methods.s2dc import S2DC
+from medssl.methods.s2dc_dictionary import dictionary_exclusions, info_nce
 from medssl.nn.swin import SwinUNETRBackbone
 from medssl.nn.unet3d import UNet3D
 
@@ -49,6 +53,18 @@ def test_loss_is_finite_and_reaches_backbone_heads_and_dustbin(operator):
     else:
         assert m.matcher.bin_score is None  # dustbin off by default for dual-softmax
     assert all(p.grad is None and not p.requires_grad for p in m.teacher.parameters())
+
+
+def test_dual_softmax_operator_is_the_published_matching_confidence():
+    """D.3: dual-softmax replaces the Sinkhorn plan as the matching operator (no dustbin); published code:
+    ``softmax(sim, 1) * softmax(sim, 2)`` of the cosine similarities; medssl divides by lam (1 by default)."""
+    m = _tiny(operator="dual_softmax", lam=0.5)
+    g = torch.Generator().manual_seed(3)
+    ta, tb = (F.normalize(torch.randn(2, 27, 128, generator=g), dim=-1) for _ in range(2))
+    sim, log_assign = m.match(ta, tb)
+    assert torch.allclose(sim, ta @ tb.transpose(1, 2), atol=1e-6)
+    ref = torch.softmax(sim / 0.5, dim=1) * torch.softmax(sim / 0.5, dim=2)
+    assert log_assign.shape == (2, 27, 27) and torch.allclose(log_assign.exp(), ref, atol=1e-6)
 
 
 def test_matching_runs_in_float32_under_bf16_autocast():
@@ -101,7 +117,7 @@ def test_queue_is_fifo_of_length_k():
     assert torch.equal(m.queue_keys(), keys[3:8])
     m.enqueue(torch.zeros(6, 4) + 100)  # more than K at once: the last K stay
     assert torch.equal(m.queue_keys(), torch.full((5, 4), 100.0))
-    assert "queue" in m.state_dict() and "queue_ptr" in m.state_dict()
+    assert "dictionary.queue" in m.state_dict() and "dictionary.queue_ptr" in m.state_dict()
     other = _tiny(queue_size=5, embed_dim=4)
     other.load_state_dict(m.state_dict())
     assert torch.equal(other.queue_keys(), m.queue_keys())
@@ -116,9 +132,112 @@ def test_training_steps_fill_the_queue_with_teacher_keys():
     assert m.queue_keys().shape[0] == 3
     assert torch.allclose(m.queue_keys().norm(dim=1), torch.ones(3))
     m.eval()
-    before = m.queue.clone()
+    before = m.dictionary.queue.clone()
     m.loss(x)
-    assert torch.equal(m.queue, before)  # evaluation leaves teacher and queue alone
+    assert torch.equal(m.dictionary.queue, before)  # evaluation leaves teacher and queue alone
+
+
+# ------------------------------------------------------------ D.2 dictionary and InfoNCE
+def test_info_nce_closed_form_and_cross_entropy():
+    """q = e1; keys e1 (positive), e2, -e1; queue -e2; tau 0.5: logits 2, 0, -2, 0."""
+    q = torch.tensor([[1.0, 0.0]])
+    keys = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    queue = torch.tensor([[0.0, -1.0]])
+    pos = torch.tensor([0])
+    full = -2 + math.log(math.exp(2) + 1 + math.exp(-2) + 1)
+    assert float(info_nce(q, keys, pos, queue, 0.5)) == pytest.approx(full, rel=1e-6)
+    no_e2 = -2 + math.log(math.exp(2) + math.exp(-2) + 1)  # key 1 left out of the dictionary
+    excl = torch.tensor([[False, True, False]])
+    assert float(info_nce(q, keys, pos, queue, 0.5, exclude=excl)) == pytest.approx(no_e2, rel=1e-6)
+    assert float(info_nce(q, keys, pos, queue[:0], 0.5)) == pytest.approx(-2 + math.log(math.exp(2) + 1 + math.exp(-2)))
+    # random case against torch's cross-entropy of the hand-built logits row, temperature included
+    g = torch.Generator().manual_seed(0)
+    q, keys, queue = (F.normalize(torch.randn(n, 8, generator=g), dim=1) for n in (5, 6, 4))
+    pos = torch.tensor([3, 0, 5, 1, 2])
+    ref = torch.stack([F.cross_entropy((torch.cat([keys, queue]) @ q[r])[None] / 0.2, pos[r:r + 1])
+                       for r in range(5)]).mean()
+    assert torch.allclose(info_nce(q, keys, pos, queue, 0.2), ref, atol=1e-6)
+    with pytest.raises(ValueError, match="-1"):
+        info_nce(q, keys, pos, queue, -1)
+    with pytest.raises(ValueError, match="positive"):
+        info_nce(q, keys, pos, queue, 0.2, exclude=torch.ones(5, 6, dtype=torch.bool))
+
+
+def _reference_global(q, k, queue, duplicate, tau):
+    """D.2 by hand: query r (sub-volume r of 2n) has positive k[r], negatives every other key of the batch
+    (the other sub-volume of its volume unless the two coincide) and the whole queue."""
+    n = k.shape[0] // 2
+    losses = []
+    for r in range(2 * n):
+        partner = (r + n) % (2 * n)
+        negatives = [j for j in range(2 * n) if j != r and not (j == partner and duplicate[r % n])]
+        dictionary = torch.cat([k[[r] + negatives], queue])
+        losses.append(-(q[r] @ k[r]) / tau + torch.logsumexp(dictionary @ q[r] / tau, 0))
+    return torch.stack(losses).mean()
+
+
+def test_global_loss_negatives_are_the_d2_set():
+    g = torch.Generator().manual_seed(1)
+    m = _tiny(temperature=0.7, embed_dim=8, queue_size=3)
+    q, k = (F.normalize(torch.randn(6, 8, generator=g), dim=1) for _ in range(2))  # n = 3 volumes
+    m.enqueue(F.normalize(torch.randn(2, 8, generator=g), dim=1))
+    duplicate = torch.tensor([False, True, False])
+    ref = _reference_global(q, k, m.queue_keys(), duplicate, 0.7)
+    assert torch.allclose(m.global_loss(q, k, duplicate), ref, atol=1e-6)
+    assert torch.equal(dictionary_exclusions(torch.arange(6), 3, duplicate),
+                       torch.tensor([[j == (r + 3) % 6 and r % 3 == 1 for j in range(6)] for r in range(6)]))
+    # a DDP rank's queries (rows) see the same dictionary as in one process
+    rows = torch.tensor([1, 4])
+    sub = torch.stack([-(q[r] @ k[r]) / 0.7 + torch.logsumexp(
+        torch.cat([k[[r] + [j for j in range(6) if j != r and not (j == (r + 3) % 6 and duplicate[r % 3])]],
+                   m.queue_keys()]) @ q[r] / 0.7, 0) for r in (1, 4)]).mean()
+    assert torch.allclose(m.global_loss(q[rows], k, duplicate, rows=rows), sub, atol=1e-6)
+
+
+def _capture(m: S2DC) -> dict:
+    store: dict = {}
+    m.global_head.register_forward_hook(lambda mod, i, o: store.__setitem__("q", F.normalize(o.detach(), dim=-1)))
+    m.teacher["head"].register_forward_hook(lambda mod, i, o: store.__setitem__("k", F.normalize(o, dim=-1)))
+    m.backbone.register_forward_hook(lambda mod, i, o: store.__setitem__("student_in", i[0].detach()))
+    m.teacher["backbone"].register_forward_hook(lambda mod, i, o: store.__setitem__("teacher_in", i[0]))
+    return store
+
+
+def _same_crops(store: dict, n: int) -> torch.Tensor:
+    """Whether the two student views of each volume are the same crop (perfectly correlated voxels)."""
+    s = store["student_in"].flatten(1)
+    return torch.tensor([bool(torch.corrcoef(torch.stack([s[i], s[i + n]]))[0, 1] > 0.9999) for i in range(n)])
+
+
+@pytest.mark.parametrize("size", [24, 32])  # 24: both sub-volumes of a volume always coincide
+def test_training_step_uses_the_d2_dictionary_and_enqueues_its_keys(size):
+    """One step: the teacher sees the student's crops re-augmented (v'), the global term is D.2's InfoNCE
+    over the captured embeddings, and the queue then holds one teacher key of each volume, in order."""
+    m = _tiny(noise=0.0, queue_size=5, iterations=5)
+    store = _capture(m)
+    n = 3
+    x = torch.rand(n, 1, size, size, size, generator=torch.Generator().manual_seed(2))
+    _, parts = m.loss(x)
+    s, t = store["student_in"].flatten(1), store["teacher_in"].flatten(1)
+    assert not torch.allclose(s, t)  # a second augmentation, not the student's own input
+    for i in range(2 * n):  # ... of the same crop: affine in the intensities (noise 0)
+        assert torch.corrcoef(torch.stack([s[i], t[i]]))[0, 1] > 0.9999, i
+    duplicate = _same_crops(store, n)
+    if size == 24:
+        assert bool(duplicate.all())
+    ref = _reference_global(store["q"], store["k"], torch.zeros(0, store["k"].shape[1]), duplicate, m.temperature)
+    assert parts["global"] == pytest.approx(float(ref), rel=1e-5)
+    queued, k = m.queue_keys().clone(), store["k"]
+    assert queued.shape[0] == n
+    for i in range(n):  # FIFO: volume 0's key first; each one of the volume's two sub-volume keys
+        assert torch.allclose(queued[i], k[i]) or torch.allclose(queued[i], k[i + n]), i
+    _, parts = m.loss(x)  # the second step's dictionary includes the queue of the first
+    ref = _reference_global(store["q"], store["k"], queued, _same_crops(store, n), m.temperature)
+    assert parts["global"] == pytest.approx(float(ref), rel=1e-5)
+    after, k = m.queue_keys(), store["k"]  # K = 5 after 6 pushes: the oldest key has left
+    assert after.shape[0] == 5 and torch.equal(after[:2], queued[1:])
+    for i in range(n):
+        assert torch.allclose(after[2 + i], k[i]) or torch.allclose(after[2 + i], k[i + n]), i
 
 
 def test_ema_update_follows_its_formula():

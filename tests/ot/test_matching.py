@@ -73,6 +73,18 @@ def test_dual_softmax_hand_case():
         dual_softmax(s, temperature=0)
 
 
+def test_dual_softmax_is_the_product_of_the_two_softmaxes():
+    """Batched, non-square logits: softmax over the patches of B times softmax over the patches of A (D.3)."""
+    s = torch.randn(3, 5, 7, generator=torch.Generator().manual_seed(0)) * 3
+    for tau in (1.0, 0.3):
+        ref = torch.softmax(s / tau, dim=2) * torch.softmax(s / tau, dim=1)
+        assert torch.allclose(dual_softmax(s, tau), ref, atol=1e-6)
+        assert torch.allclose(dual_softmax(s, tau, log=True), ref.log(), atol=1e-5)
+    # each factor is a distribution, so the product is at most 1 and every row / column sums to at most 1
+    conf = dual_softmax(s)
+    assert float(conf.max()) <= 1 and bool((conf.sum(2) <= 1 + 1e-6).all()) and bool((conf.sum(1) <= 1 + 1e-6).all())
+
+
 # ------------------------------------------------------------------ dustbin Sinkhorn
 def test_matcher_with_dustbin_equals_pot_on_the_augmented_problem():
     """SuperGlue: plan of the (N+1)x(M+1) problem with marginals [1..1, M], [1..1, N] / (N+M), times N+M."""

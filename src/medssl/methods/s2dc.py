@@ -5,10 +5,12 @@ Each volume of the batch gives two overlapping sub-volumes (views) ``V_i`` and
 known from the overlap (supplement D.1) with a differentiable log-domain
 Sinkhorn (Alg. 1) or the dual-softmax operator (D.3); each patch loss is
 weighted by the Sharpe ratio of its similarity vector (D.4, Eq. 1). A global
-InfoNCE term contrasts each view's embedding with a momentum teacher's
-dictionary: the other view of the same volume is the positive, the teacher
-embeddings of the other sub-volumes of the batch and a FIFO queue of length K
-are the negatives (D.2).
+InfoNCE term contrasts each sub-volume's embedding with a momentum teacher's
+dictionary (D.2, :mod:`medssl.methods.s2dc_dictionary`): the teacher key of a
+differently augmented copy of the same sub-volume is the positive; the keys
+of every other sub-volume of the batch (the other sub-volume of the same
+volume: intra-volume; those of the other volumes: inter-volume) and a FIFO
+queue of length K are the negatives.
 
     loss = w_patch * L_patch + w_global * L_global
 
@@ -26,6 +28,8 @@ medssl's version, and where it differs from the published code on purpose:
 * The dustbin score is a registered, trained parameter (the published one
   is never given to the optimiser); the Sinkhorn runs in float32 outside
   autocast.
+* Dictionary (D.2): the departures (overlapping sub-volumes, re-augmented
+  teacher copies, 2B queries) are listed in :mod:`medssl.methods.s2dc_dictionary`.
 * The EMA teacher (backbone + global projector) is updated *inside*
   :meth:`S2DC.loss`, before the teacher embeddings are computed, once per
   training call (``self.training``): the pre-training loop only calls
@@ -65,6 +69,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medssl.methods.base import PretrainMethod
+from medssl.methods.s2dc_dictionary import KeyQueue, dictionary_exclusions, info_nce
 from medssl.ot.matching import SinkhornMatcher, correspondence, dual_softmax, matching_loss, patch_nll
 from medssl.ot.sharpe import sharpe_weights
 
@@ -142,8 +147,6 @@ class S2DC(PretrainMethod):
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
-        if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 0:
-            raise ValueError(f"queue_size must be an integer >= 0, got {queue_size!r}")
         if w_patch < 0 or w_global < 0:
             raise ValueError(f"w_patch and w_global must be >= 0, got {w_patch!r} and {w_global!r}")
         for name, v in (("intensity_scale", intensity_scale), ("intensity_shift", intensity_shift), ("noise", noise)):
@@ -167,9 +170,7 @@ class S2DC(PretrainMethod):
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.queue_size = queue_size
-        self.register_buffer("queue", torch.zeros(queue_size, embed_dim))
-        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
-        self.register_buffer("queue_count", torch.zeros((), dtype=torch.long))
+        self.dictionary = KeyQueue(queue_size, embed_dim)  # D.2: the queue {y_k*}, a buffer of state_dict
         self.generator = torch.Generator().manual_seed(seed)
 
     # ------------------------------------------------------------------ views
@@ -259,7 +260,7 @@ class S2DC(PretrainMethod):
         n, m = ta.shape[1], tb.shape[1]
         return log_assign[:, :n, :m].argmax(-1)
 
-    # ------------------------------------------------------------------ queue
+    # ------------------------------------------------------------- dictionary
     @torch.no_grad()
     def momentum_update(self) -> None:
         """EMA teacher update of D.2: θ_t ← m θ_t + (1 − m) θ_s (backbone and global head); buffers are copied."""
@@ -270,61 +271,36 @@ class S2DC(PretrainMethod):
             for bs, bt in zip(student.buffers(), teacher.buffers()):
                 bt.copy_(bs)
 
-    @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
-        """Push ``keys`` (n, embed_dim) into the FIFO queue, dropping the oldest beyond K."""
-        k = self.queue_size
-        if k == 0:
-            return
-        keys = keys.detach().to(self.queue)[-k:]
-        n = keys.shape[0]
-        idx = (int(self.queue_ptr) + torch.arange(n)) % k
-        self.queue[idx.to(self.queue.device)] = keys
-        self.queue_ptr.fill_((int(self.queue_ptr) + n) % k)
-        self.queue_count.fill_(min(k, int(self.queue_count) + n))
+        """Push teacher keys (n, embed_dim) into the FIFO queue of length K (D.2)."""
+        self.dictionary.enqueue(keys)
 
     def queue_keys(self) -> torch.Tensor:
-        """The queued teacher embeddings, oldest first ((count, embed_dim))."""
-        count = int(self.queue_count)
-        if count < self.queue_size:
-            return self.queue[:count]
-        return torch.roll(self.queue, -int(self.queue_ptr), 0)
+        """The queued teacher keys, oldest first ((count, embed_dim))."""
+        return self.dictionary.keys()
 
-    def info_nce(self, q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor,
-                 rows: torch.Tensor | None = None) -> torch.Tensor:
-        """InfoNCE of D.2 for 2B queries (views A then B) against the teacher keys of the batch and the queue.
-
-        Query ``q[r]`` (view v of volume i): positive ``k`` of the other view of
-        volume i; negatives the keys of both views of every other volume and
-        the queue; ``k`` of the same view (the teacher's copy of the query) is
-        left out of the dictionary.
+    def global_loss(self, q: torch.Tensor, k: torch.Tensor, duplicate: torch.Tensor,
+                    rows: torch.Tensor | None = None) -> torch.Tensor:
+        """InfoNCE of D.2 (:func:`~medssl.methods.s2dc_dictionary.info_nce`) of queries ``q`` against keys ``k``.
 
         Args:
-            q: (R, D) queries; (2B, D) with ``rows=None``.
-            k: (2B, D) teacher keys of the (global) batch, views A then B.
-            queue: (K', D) extra negatives.
-            rows: (R,) the index in ``k`` of each query's own view; None means
-                ``q`` holds all 2B queries in the order of ``k``. Under data
-                parallelism ``q`` holds this rank's queries and ``k`` the keys
-                of every rank (:meth:`loss`).
+            q: (R, D) student embeddings of sub-volumes; (2B, D) in the order
+                of ``k`` with ``rows=None``.
+            k: (2B, D) teacher keys of the re-augmented copies of the (global)
+                batch's sub-volumes, views A of all volumes then views B.
+            duplicate: (B,) bool, the two sub-volumes of a volume coincide.
+            rows: (R,) the index in ``k`` of each query's sub-volume (its
+                positive); None means ``arange(2B)``. Under data parallelism
+                ``q`` holds this rank's queries and ``k`` every rank's keys.
+
+        The positive of query ``r`` is ``k[rows[r]]``, the negatives every
+        other key (the other sub-volume of the same volume unless it is a
+        duplicate) and the queue.
         """
-        if rows is None:
-            n = q.shape[0] // 2
-            idx = torch.arange(2 * n, device=q.device)
-            partner = (idx + n) % (2 * n)
-            logits = q @ k.t()
-            logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=q.device), float("-inf"))
-        else:
-            n = k.shape[0] // 2
-            rows = rows.to(q.device)
-            partner = (rows + n) % (2 * n)
-            logits = q @ k.t()
-            own = torch.zeros_like(logits, dtype=torch.bool)
-            own[torch.arange(rows.shape[0], device=q.device), rows] = True
-            logits = logits.masked_fill(own, float("-inf"))
-        if queue.shape[0]:
-            logits = torch.cat([logits, q @ queue.t()], 1)
-        return F.cross_entropy(logits / self.temperature, partner)
+        n = k.shape[0] // 2
+        rows = torch.arange(2 * n, device=q.device) if rows is None else rows.to(q.device)
+        queue = self.queue_keys().detach().clone().to(q)  # enqueue() writes in place later
+        return info_nce(q, k, rows, queue, self.temperature, dictionary_exclusions(rows, n, duplicate))
 
     # ------------------------------------------------------------------- loss
     def loss(self, batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -334,9 +310,13 @@ class S2DC(PretrainMethod):
         if self.weights["global"] > 0 and batch.shape[0] < 2:
             raise ValueError(f"S2DC's global term contrasts the volumes of a batch: batch size must be >= 2, "
                              f"got {batch.shape[0]}")
+        g = self.generator
         with torch.no_grad():
-            a, b, target = self.make_views(batch)
-            a, b, target = self.local(a), self.local(b), self.local(target)
+            crop_a, crop_b, target = self.make_views(batch, augment=False)
+            a, b = self._augment(crop_a, g), self._augment(crop_b, g)  # student views
+            a2, b2 = self._augment(crop_a, g), self._augment(crop_b, g)  # D.2: v' of the teacher keys
+            duplicate = (target == torch.arange(target.shape[1], device=target.device)).all(1)  # same offsets
+            a, b, a2, b2, target = (self.local(t) for t in (a, b, a2, b2, target))
         n = batch.shape[0]  # the global batch; this rank's slice has ``nl`` volumes
         nl = a.shape[0]
         feats = self.backbone(torch.cat([a, b]))
@@ -351,16 +331,15 @@ class S2DC(PretrainMethod):
         with torch.no_grad():
             if self.training:
                 self.momentum_update()
-            k = self.embed(self.teacher["backbone"](torch.cat([a, b]))["global"], self.teacher["head"])
-        queue = self.queue_keys().detach().clone().to(q)  # enqueue() writes in place below
+            k = self.embed(self.teacher["backbone"](torch.cat([a2, b2]))["global"], self.teacher["head"])
         if self.world_size == 1:
-            l_global = self.info_nce(q, k, queue)
+            l_global = self.global_loss(q, k, duplicate)
         else:  # every rank's keys, views A of all volumes then views B, as in one process
             k = self.gather(k).view(self.world_size, 2, nl, -1).transpose(0, 1).reshape(2 * n, -1)
             own = self.rank * nl + torch.arange(nl)
-            l_global = self.info_nce(q, k, queue, rows=torch.cat([own, own + n]))
-        if self.training:  # D.2: one randomly chosen sub-volume of each volume joins the queue
-            pick = torch.randint(2, (n,), generator=self.generator) * n + torch.arange(n)
+            l_global = self.global_loss(q, k, duplicate, rows=torch.cat([own, own + n]))
+        if self.training:  # D.2: one randomly chosen sub-volume key of each volume joins the queue
+            pick = torch.randint(2, (n,), generator=g) * n + torch.arange(n)
             self.enqueue(k[pick.to(k.device)])
 
         w = self.weights
