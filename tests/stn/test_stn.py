@@ -91,9 +91,10 @@ def test_affine_jacobian_matches_matrix_determinant():
     assert torch.allclose(jacobian_determinant2d(ddf), torch.tensor(0.5 * 0.8 + 0.2 * 0.1), atol=1e-4)
 
 
-def _random_stn(kind: str) -> STN:
+def _random_stn(kind: str, grid: int | None = 8) -> STN:
+    """An STN with a large random field: smooth on an 8 x 8 lattice, rough per pixel with ``grid=None``."""
     torch.manual_seed(0)
-    s = STN(kind)
+    s = STN(kind, grid=grid)
     with torch.no_grad():
         s.out.weight.normal_(0.0, 0.1)
         s.out.bias.copy_(torch.randn(s.out.bias.shape) * 2.0 / s.alpha)
@@ -101,6 +102,9 @@ def _random_stn(kind: str) -> STN:
 
 
 def test_diffeo_does_not_fold_where_nondiffeo_does(batch):
+    # A smooth (8 x 8 lattice) field: integration removes all folding. A per-pixel random field
+    # folds after integration too (finite differences of a field rough at the pixel scale), see
+    # test_integration_lowers_folding_on_the_pixel_lattice.
     x = batch[0][:8]
     with torch.no_grad():
         ddf_d, v = _random_stn("diffeo").transform(x)
@@ -138,15 +142,90 @@ def test_fit_cnn_beats_chance_and_evaluate():
     assert res["accuracy"] > 0.3 and math.isnan(res["neg_jacobian_pct"])
 
 
-def test_fit_stn_with_penalty_and_evaluate_metric():
-    x, y, _ = rotated_digits(64, size=16, seed=1)
-    torch.manual_seed(0)
-    model = build("stn_diffeo", size=16, grid=4)
-    hist = fit(model, x, y, epochs=1, batch_size=32, penalty_weight=10.0)
-    assert hist[0]["penalty"] >= 0.0 and math.isfinite(hist[0]["loss"])
-    res = evaluate(model, x, y)
-    assert 0.0 <= res["neg_jacobian_pct"] <= 100.0
-    aff = evaluate(build("stn_affine", size=16), x, y)
-    assert aff["neg_jacobian_pct"] == 0.0
+def _field_gradient_energy(field: torch.Tensor) -> float:
+    """Mean squared spatial gradient of a (B, 2, H, W) field, with numpy.gradient."""
+    g = np.gradient(field.double().numpy(), axis=(2, 3))
+    return float(np.mean(g[0] ** 2 + g[1] ** 2))
+
+
+def test_penalty_smooths_the_learned_field():
+    """lambda ||grad v||^2 (Sec. 5.2, lambda = 10) must make the learned field smoother than the
+    same seed trained without it (measured: 3.7e-5 against 4.2e-2, a factor ~1000)."""
+    x, y, _ = rotated_digits(128, size=16, seed=1)
+    energy, hist = {}, {}
+    for w in (0.0, 10.0):
+        torch.manual_seed(0)
+        model = build("stn_diffeo", size=16)
+        hist[w] = fit(model, x, y, epochs=2, batch_size=32, lr=3e-3, penalty_weight=w, seed=0)
+        with torch.no_grad():
+            energy[w] = _field_gradient_energy(model.stn.transform(x)[1])
+    assert energy[0.0] > 1e-3  # the unpenalised field does get rough
+    assert energy[10.0] < 0.05 * energy[0.0], energy
+    assert all(math.isfinite(h["loss"]) and h["penalty"] >= 0 for h in hist[10.0])
+    assert hist[10.0][-1]["penalty"] < hist[0.0][-1]["penalty"]
     with pytest.raises(ValueError, match="-1"):
         fit(model, x, y, penalty_weight=-1.0)
+
+
+def _numpy_neg_jacobian_pct(ddf: torch.Tensor) -> float:
+    """% of pixels with det(I + Du) <= 0, Du by numpy.gradient (central inside, one-sided at edges)."""
+    u = ddf.double().numpy()
+    d0 = np.gradient(u[:, 0], axis=(1, 2))  # d u_row / d row, d u_row / d col
+    d1 = np.gradient(u[:, 1], axis=(1, 2))
+    det = (1 + d0[0]) * (1 + d1[1]) - d0[1] * d1[0]
+    return float((det <= 0).mean() * 100.0)
+
+
+@pytest.mark.parametrize("kind", ["nondiffeo", "diffeo"])
+def test_evaluated_folding_is_that_of_the_applied_displacement(kind, batch):
+    """evaluate()'s "% |J| <= 0" equals an independent numpy count on the displacement that warps the image."""
+    from medssl.stn.models import CNN, STNClassifier
+
+    x, y, _ = batch
+    model = STNClassifier(_random_stn(kind), CNN())
+    with torch.no_grad():
+        model.stn.out.weight.mul_(5.0)  # so that the folding differs from image to image
+        ddf, field = model.stn.transform(x)
+    ref = _numpy_neg_jacobian_pct(ddf)
+    got = evaluate(model, x, y, batch_size=10)["neg_jacobian_pct"]  # several batches of unequal size
+    assert got == pytest.approx(ref, abs=1e-9)
+    if kind == "nondiffeo":
+        assert ref > 1.0  # a folding field, so the count is not trivially 0
+    else:  # the velocity itself folds; the metric must be of the integrated map, which does not
+        assert _numpy_neg_jacobian_pct(field) > 1.0 and ref == 0.0
+
+
+def test_evaluated_folding_of_affine_rows(batch):
+    x, y, _ = batch
+    ident = build("stn_affine", size=32)
+    assert evaluate(ident, x, y)["neg_jacobian_pct"] == 0.0
+    with torch.no_grad():
+        ident.stn.out.bias.copy_(torch.tensor([-1.0, 0.0, 0.0, 0.0, 1.0, 0.0]))  # a mirror: det = -1
+    assert evaluate(ident, x, y)["neg_jacobian_pct"] == 100.0
+
+
+def test_default_lattice_is_the_image_resolution():
+    """Table 1's dense STNs use a 28 x 28 lattice on 28 x 28 images: one vector per pixel."""
+    for size in (16, 28, 32):
+        s = STN("diffeo", size=size)
+        assert s.grid == size and s.out.out_features == 2 * size * size
+        with torch.no_grad():
+            s.out.bias.normal_(0.0, 1.0)
+            _, field = s.transform(torch.zeros(1, 1, size, size))
+        # each pixel has its own vector: neighbouring pixels differ (a coarser lattice would interpolate)
+        assert torch.equal(field[0], s.alpha * torch.tanh(s.out.bias.view(2, size, size)))
+    assert STN("diffeo", size=32, grid=8).out.out_features == 2 * 8 * 8
+    for bad in ({"grid": 33}, {"grid": 1}, {"grid": 8.0}):
+        with pytest.raises(ValueError, match="grid"):
+            STN("diffeo", size=32, **bad)
+
+
+def test_integration_lowers_folding_on_the_pixel_lattice(batch):
+    """On the default (pixel) lattice a random field folds less once integrated (Table 1's ordering)."""
+    x = batch[0][:8]
+    with torch.no_grad():
+        ddf_d, v = _random_stn("diffeo", grid=None).transform(x)
+        ddf_n, u = _random_stn("nondiffeo", grid=None).transform(x)
+    assert torch.equal(v, u)
+    fold_d, fold_n = _numpy_neg_jacobian_pct(ddf_d), _numpy_neg_jacobian_pct(ddf_n)
+    assert fold_n > 5.0 and fold_d < 0.5 * fold_n, (fold_d, fold_n)
