@@ -99,3 +99,39 @@ def fuse(matrix: torch.Tensor, deformable: torch.Tensor) -> torch.Tensor:
     """
     aff = affine_ddf(matrix, tuple(deformable.shape[2:]))
     return aff + warp(deformable, aff)
+
+
+def fuse_fixed_frame(matrix: torch.Tensor, deformable: torch.Tensor) -> torch.Tensor:
+    """One DVF for "warp by the affine, then by a field defined in the fixed frame".
+
+    The published GVSL code (github.com/YutingHe-list/GVSL, ``PyTorch/models/gvsl.py``,
+    commit 77c89ba, ``GVSL.forward``) computes ``stn(atn(B, M), flow)``: the
+    moving image is resampled by the affine, and that result is resampled by a
+    flow predicted from the *affinely warped* moving features and the fixed
+    features, so the flow lives on the fixed grid. A voxel ``p`` then reads the
+    moving image at ``M (p + u(p))``, and the displacement is
+
+    ``ψ(p) = M (p + u(p)) − p = (M p − p) + R u(p)``, with ``R`` the 3x3 block of ``M``.
+
+    It differs from Eq. 9 of the supplement (``ψ(p) = ψˡ(p̂) + p̂ − p``, the field
+    read at the affinely moved position, :func:`fuse`) in the frame of the field;
+    medssl follows the published code, whose field is predicted in the frame it
+    is applied in. The composition is exact (``R u`` is linear), so the image is
+    interpolated once, not twice as in the published code.
+
+    Args:
+        matrix: ``(B, 4, 4)`` (or ``(B, 3, 4)``) affine, voxel coordinates about the centre.
+        deformable: ``(B, 3, D, H, W)`` field on the fixed grid, voxels.
+
+    Returns:
+        ``(B, 3, D, H, W)`` displacement in voxels.
+
+    Raises:
+        ValueError: if the shapes do not match.
+    """
+    if deformable.ndim != 5 or deformable.shape[1] != 3 or matrix.shape[0] != deformable.shape[0] \
+            or tuple(matrix.shape[1:]) not in ((4, 4), (3, 4)):
+        raise ValueError(f"expected matrix (B, 4, 4) and deformable (B, 3, D, H, W), got {tuple(matrix.shape)} "
+                         f"and {tuple(deformable.shape)}")
+    aff = affine_ddf(matrix, tuple(deformable.shape[2:]))
+    return aff + torch.einsum("bij,bj...->bi...", matrix[:, :3, :3].to(deformable.dtype), deformable)
