@@ -42,12 +42,40 @@ def test_genesis_loss_reaches_backbone_and_head_at_batch_2():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
+class _Seen(torch.nn.Module):
+    """Backbone stub: records the image it is given and returns it as the local feature."""
+
+    def forward(self, x):
+        self.input = x.detach().clone()
+        return {"local": x}
+
+
+class _Logit(torch.nn.Module):
+    """Head stub: the logit of ``fn(feature)``, so that the method's sigmoid returns ``fn(feature)``."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, f):
+        return torch.logit(self.fn(f).clamp(1e-6, 1 - 1e-6))
+
+
 def test_genesis_restoration_target_is_the_clean_image():
-    # A model that outputs its (damaged) input cannot reach zero loss: the target is the original.
+    """A restoration that outputs the clean image scores 0; one that outputs the damaged input scores
+    MSE(damaged, clean); one that outputs 0.5 * clean scores MSE(0.5 * clean, clean)."""
     m = registry.resolve("method", "genesis")(_backbone(), seed=0, nonlinear_prob=1.0, paint_prob=1.0)
-    x = torch.rand(2, 1, 16, 16, 16)
-    damaged = torch.stack([torch.as_tensor(m.damage(s.numpy())) for s in x])
-    assert not torch.allclose(damaged, x)
+    x = torch.rand(2, 1, 16, 16, 16) * 0.9 + 0.05
+    m.backbone = _Seen()
+    m.head = _Logit(lambda f: x)
+    assert float(m.loss(x)[0]) == pytest.approx(0.0, abs=1e-10)
+    m.head = _Logit(lambda f: f)
+    loss, _ = m.loss(x)
+    damaged = m.backbone.input.clamp(1e-6, 1 - 1e-6)
+    assert not torch.allclose(damaged, x, atol=1e-3)  # the network saw a damaged image
+    assert float(loss) == pytest.approx(float(((damaged - x) ** 2).mean()), rel=1e-4) and float(loss) > 1e-3
+    m.head = _Logit(lambda f: 0.5 * x)
+    assert float(m.loss(x)[0]) == pytest.approx(float(((0.5 * x - x) ** 2).mean()), rel=1e-4)
 
 
 def test_genesis_learns_on_a_fixed_batch():

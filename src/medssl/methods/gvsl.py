@@ -6,9 +6,29 @@ clean B; the affine and deformable heads estimate a DVF that registers A to B
 (Eq. 8, Eq. 9); the loss is NCC(A warped, B) + λ_smooth · smoothness +
 λ_mse · MSE(restored A, A).
 
+Heads and fusion as the published code (github.com/YutingHe-list/GVSL,
+``PyTorch/models/gvsl.py``, commit 77c89ba): the affine head convolves the
+concatenated global maps, pools, and has four linear layers; the moving image's
+local features are warped by the affine before the deformable head sees them
+next to the fixed image's, and the resulting field (on the fixed grid) is
+applied after the affine (:func:`~medssl.geometry.affine.fuse_fixed_frame`;
+Eq. 9 of the supplement reads the field at the affinely moved position
+instead, the published code does not).
+
+Pairs: the published loader pairs two different whole images, never flipped,
+and gives both the same spatial augmentation. The pre-training loader honours
+:attr:`GVSL.pair_crop` and :attr:`GVSL.flip`: every image of a batch is cut at
+one shared (relative) crop window and none is flipped, so a pair (x_i,
+x_{i-1}) shows corresponding anatomy that an affine plus a smooth field can
+register (independent crops and left-right flips made about half the pairs
+mirror images).
+
 Differences from the published code, on purpose: the affine matrix is built
 from tensors (its head receives gradients), everything works at batch size > 1,
-and warping uses one coordinate convention (:mod:`medssl.geometry`).
+warping uses one coordinate convention (:mod:`medssl.geometry`) and the fused
+DVF is applied once (one interpolation, not two); the image that is damaged and
+restored is the moving one, A, as in Alg. 1 (the published code damages the
+fixed one).
 The smoothness term (MONAI ``DiffusionLoss``, squared spatial gradient) is put
 on the deformable component only: the affine part is smooth by construction,
 and its constant gradient (A − I) would otherwise pull every affine towards the
@@ -25,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medssl.geometry.affine import affine_ddf, affine_matrix, fuse
+from medssl.geometry.affine import affine_ddf, affine_matrix, fuse_fixed_frame
 from medssl.geometry.warp import warp
 from medssl.methods.base import PretrainMethod
 from medssl.nn.heads import RestorationHead
@@ -35,6 +55,11 @@ from medssl.transforms.genesis import GenesisDamage
 
 class GVSL(PretrainMethod):
     """GVSL pre-training.
+
+    Attributes:
+        pair_crop: the pre-training loader cuts every image of a batch at one
+            shared crop window (:func:`medssl.data.loaders.train_loader`).
+        flip: the pre-training loader flips no image (the published code never does).
 
     Args:
         backbone: registry backbone (``{"global", "local"}`` features).
@@ -55,6 +80,9 @@ class GVSL(PretrainMethod):
         nonlinear_prob, local_shuffle_prob, paint_prob, inpaint_rate: the
             Models Genesis damage of image A.
     """
+
+    pair_crop = True
+    flip = False
 
     def __init__(self, backbone: nn.Module, seed: int = 0, ncc_window: int = 9, w_ncc: float = 1.0,
                  w_smooth: float = 1.0, w_mse: float = 1.0, augment_rotation: float = math.pi / 36,
@@ -80,10 +108,17 @@ class GVSL(PretrainMethod):
 
     # ------------------------------------------------------------ geometry
     def register(self, feats_a: dict, feats_b: dict, shape: tuple[int, int, int]) -> dict[str, torch.Tensor]:
-        """Affine matrix, deformable field and fused DVF registering A to B (Eq. 8, Eq. 9)."""
+        """Affine matrix, deformable field and fused DVF registering A (moving) to B (fixed).
+
+        Eq. 8 for the matrix; as the published ``GVSL.forward`` (see the module
+        docstring), A's local features are warped by the affine into B's frame
+        before the deformable head compares them with B's, and the field is
+        composed after the affine (:func:`~medssl.geometry.affine.fuse_fixed_frame`).
+        """
         matrix = self.affine_head(feats_a["global"], feats_b["global"], shape)
-        deformable = self.deform_head(feats_a["local"], feats_b["local"])
-        return {"matrix": matrix, "deformable": deformable, "dvf": fuse(matrix, deformable)}
+        local_a = warp(feats_a["local"], affine_ddf(matrix, tuple(feats_a["local"].shape[2:])))
+        deformable = self.deform_head(local_a, feats_b["local"])
+        return {"matrix": matrix, "deformable": deformable, "dvf": fuse_fixed_frame(matrix, deformable)}
 
     @torch.no_grad()
     def predict_dvf(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
