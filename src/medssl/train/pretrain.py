@@ -130,7 +130,9 @@ def _train(params: Params, study: str, method: str, model, cfg: PretrainSpec, st
         log.warning("pretrain: amp (bf16 autocast) is for CUDA only; training in float32 on %s", dev)
     check_study(params, study)  # no downstream validation / test case may be pre-trained on
     entries = pretrain_entries(params, study)  # the training split of each corpus (S2DC Sec. B), pooled
-    data = make_dataset(entries, "pretrain", patch=cfg.patch, train=True, seed=params.seed)
+    pair_crop = cfg.patch is not None and getattr(model, "pair_crop", False)  # GVSL: one window per batch, no flip
+    data = make_dataset(entries, "pretrain", patch=cfg.patch, train=True, seed=params.seed,
+                        flip=getattr(model, "flip", True), batch_crop=pair_crop)
     model.to(dev)
     model.set_data_parallel(dist_env.rank, dist_env.world_size)
     opt = build_optimizer(model.parameters(), cfg)  # Adam / AdamW (medssl.train.optim)
@@ -177,7 +179,8 @@ def _train(params: Params, study: str, method: str, model, cfg: PretrainSpec, st
         for epoch in range(start_epoch, cfg.epochs):
             start = start_step if epoch == start_epoch else 0
             batches = epoch_batches(
-                lambda: train_loader(data, cfg.batch_size, steps, seed=params.seed * 1000 + epoch, start=start),
+                lambda: train_loader(data, cfg.batch_size, steps, seed=params.seed * 1000 + epoch, start=start,
+                                     batch_crop=cfg.patch if pair_crop else None),
                 pending_rng, start)
             pending_rng = None
             losses = epoch_losses if epoch == start_epoch else []
