@@ -1,13 +1,10 @@
-"""GVSL: gradients reach every head at batch size > 1, and registration is learned."""
+"""GVSL: gradients reach every head at batch size > 1; the heads are wired as the published code."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
-from medssl.config import SyntheticSource
-from medssl.data import synthetic
 from medssl.geometry.warp import warp
 from medssl.methods.gvsl import GVSL
 from medssl.nn.unet3d import UNet3D
@@ -84,42 +81,4 @@ def test_deformable_head_sees_the_moving_features_after_the_affine():
     assert reg["dvf"].shape == (1, 3, *shape)
 
 
-def _dice(a: torch.Tensor, b: torch.Tensor, n: int) -> float:
-    scores = [2 * ((a == c) & (b == c)).sum().item() / ((a == c).sum() + (b == c).sum()).item()
-              for c in range(1, n) if (b == c).any()]
-    return float(np.mean(scores))
-
-
-def test_registration_is_learned_on_phantom_pairs(capsys):
-    """Held-out pairs: organ Dice of B vs A warped by the predicted DVF beats B vs unwarped A."""
-    torch.set_num_threads(2)
-    n_train, n_test, steps = 24, 6, 250
-    src = SyntheticSource(kind="synthetic", labels="organs", n_cases=n_train + n_test, seed=5,
-                          shape=(32, 32, 32), spacing=(10.0, 10.0, 10.0))
-    phantoms = [synthetic.generate(src, i) for i in range(n_train + n_test)]
-    x = torch.tensor(np.stack([np.clip((p.image + 1000) / 2000, 0, 1) for p in phantoms]))[:, None].float()
-    y = torch.tensor(np.stack([synthetic.label_map(p, "organs") for p in phantoms])).long()
-    n_cls = len(synthetic.CLASSES["organs"])
-    m = _model(augment_rotation=0.0, augment_scale=0.0)
-    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(steps):
-        loss, _ = m.loss(x[torch.randperm(n_train, generator=gen)[:2]])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    before, after = [], []
-    test = range(n_train, n_train + n_test)
-    for i in test:
-        for j in test:
-            if i == j:
-                continue
-            dvf = m.predict_dvf(x[i:i + 1], x[j:j + 1])
-            onehot = torch.nn.functional.one_hot(y[i:i + 1], n_cls).permute(0, 4, 1, 2, 3).float()
-            moved = warp(onehot, dvf).argmax(1)[0]
-            before.append(_dice(y[i], y[j], n_cls))
-            after.append(_dice(moved, y[j], n_cls))
-    with capsys.disabled():
-        print(f"\nGVSL registration, {len(before)} held-out phantom pairs after {steps} steps: "
-              f"organ Dice unwarped {np.mean(before):.4f} -> warped {np.mean(after):.4f}")
-    assert np.mean(after) > np.mean(before)
+# Registration learning is tested through the real loader and pre-training stage in test_gvsl_pretrain.py.
