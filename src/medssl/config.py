@@ -263,6 +263,10 @@ class PretrainSpec(_Strict):
 
 
 class DownstreamSpec(PretrainSpec):
+    # the downstream loop builds its optimiser with medssl.train.optim (adam / adamw, weight_decay) at a
+    # constant lr: it has no scheduler state to resume, so a schedule is refused rather than ignored
+    schedule: Literal["constant"] = "constant"
+    warmup_fraction: float = Field(0.0, ge=0, le=0)
     sw_overlap: float = Field(0.5, ge=0.0, lt=1.0)
     val_every: int = Field(1, ge=1)  # validate every k epochs (and always after the last)
 

@@ -121,3 +121,18 @@ def test_s2dc_pretrains_with_adamw_and_warmup_cosine_by_default():
     assert s2dc.weight_decay == 0.1 and 0 < warmup_steps(s2dc) < total_steps(s2dc)
     gvsl = p.method_pretrain("gvsl")
     assert (gvsl.optimizer, gvsl.schedule, gvsl.weight_decay) == ("adam", "constant", 0.0)
+
+
+def test_downstream_takes_the_optimiser_but_refuses_a_schedule(tiny_params):
+    """downstream.optimizer / weight_decay build the optimiser the downstream loop uses; a schedule, which
+    the downstream loop would not save for a resume, is a configuration error instead of being ignored."""
+    from medssl import config
+
+    raw = tiny_params()
+    raw["downstream"].update(optimizer="adamw", weight_decay=0.05)
+    cfg = config.parse(raw).downstream
+    opt = build_optimizer([torch.nn.Parameter(torch.ones(2))], cfg)
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["weight_decay"] == 0.05
+    raw["downstream"]["schedule"] = "warmup_cosine"
+    with pytest.raises(config.ConfigError, match="schedule"):
+        config.parse(raw)

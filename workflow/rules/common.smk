@@ -67,6 +67,12 @@ def pretrain_inputs(study):
     return [str(paths.datalist(d)) for d in P.studies[study].pretrain_datasets]
 
 
+def held_out_inputs(study):
+    """The datalists of a study's downstream datasets that are not also a corpus (the leakage check reads them)."""
+    st = P.studies[study]
+    return [str(paths.datalist(d)) for d in st.datasets if d not in st.pretrain_datasets]
+
+
 def study_runs(study):
     """Every metrics.json of a study: the downstream grid (ssl) or dataset/direction x model x seed."""
     st = P.studies[study]

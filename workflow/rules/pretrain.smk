@@ -12,7 +12,10 @@
 
 rule pretrain:
     input:
-        lambda w: pretrain_inputs(w.study),
+        corpora=lambda w: pretrain_inputs(w.study),
+        # read by the leakage check (medssl.data.leakage) before training; ancient: a changed
+        # downstream datalist never reruns pre-training (the downstream jobs check it again)
+        held_out=lambda w: [ancient(f) for f in held_out_inputs(w.study)],
     output:
         weights=str(paths.backbone_weights("{study}", "{method}")),
         config=str(paths.backbone_config("{study}", "{method}")),

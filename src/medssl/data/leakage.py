@@ -162,13 +162,25 @@ def find_leaks(params: Params, studies: list[str] | None = None) -> tuple[list[L
     return leaks, sorted(unchecked)
 
 
-def check_study(params: Params, study: str, datasets: list[str] | None = None) -> None:
-    """Raise :class:`LeakageError` naming every leak of ``study`` (every datalist must exist)."""
-    leaks, _ = study_leaks(params, study, datasets, require=True)
+def check_study(params: Params, study: str, datasets: list[str] | None = None, require: bool = True) -> list[str]:
+    """Raise :class:`LeakageError` naming every leak of ``study``.
+
+    Args:
+        datasets: only these downstream datasets (default: all of the study's).
+        require: every datalist must exist (the downstream stage); False checks
+            those that exist (the pretrain stage called outside the workflow,
+            whose ``pretrain`` rule makes the downstream datalists first).
+
+    Returns:
+        the datasets not checked (not preprocessed yet).
+    """
+    leaks, unchecked = study_leaks(params, study, datasets, require=require)
     if leaks:
         raise LeakageError("test-set leakage: " + "; ".join(map(str, leaks))
                            + ". Pre-training must never see a downstream validation or test case: "
-                           "remove the dataset from pretrain_dataset, or give both the same splits")
+                           "pre-train on a corpus without these cases (a dataset's own training split is "
+                           "always safe)")
+    return unchecked
 
 
 __all__ = ["HELD_OUT", "Leak", "LeakageError", "SECTIONS", "check_study", "find_leaks", "pretrain_entries",

@@ -41,6 +41,7 @@ from medssl.nn.checkpoint import load_backbone
 from medssl.nn.heads import ClassificationHead, SegmentationHead
 from medssl.train.common import log, progress_bar, setup
 from medssl.train.distributed import resolve_device
+from medssl.train.optim import build_optimizer
 from medssl.train.resume import (STATE_VERSION, Preempted, Preemption, autocast, capture_rng, due, epoch_batches,
                                  fingerprint, load_state, randomizable_states, save_state, set_randomizable_states,
                                  to_cpu)
@@ -110,7 +111,7 @@ def downstream(params: Params, study: str, dataset: str, protocol: str, method: 
     val_ds = make_dataset(val_entries, spec.task, train=False)
     test_ds = make_dataset(test_entries, spec.task, train=False)
     loss_fn = _loss(spec.task)
-    opt = torch.optim.Adam(trainable, lr=cfg.lr)
+    opt = build_optimizer(trainable, cfg)  # downstream.optimizer / weight_decay (default: Adam, as GVSL)
     child = f"{protocol}/{paths.frac_tag(fraction)}/{paths.seed_tag(seed)}"
     run_params = {**cfg.model_dump(), "fraction": fraction, "seed": seed, "protocol": protocol,
                   "n_train": len(train_entries), "n_trainable": sum(p.numel() for p in trainable)}

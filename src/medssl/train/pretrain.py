@@ -128,7 +128,10 @@ def _train(params: Params, study: str, method: str, model, cfg: PretrainSpec, st
                          f"{dist_env.world_size} processes")
     if cfg.amp and dev.type != "cuda":
         log.warning("pretrain: amp (bf16 autocast) is for CUDA only; training in float32 on %s", dev)
-    check_study(params, study)  # no downstream validation / test case may be pre-trained on
+    unchecked = check_study(params, study, require=False)  # no downstream validation / test case is pre-trained on
+    if unchecked:
+        log.warning("pretrain: %s not preprocessed yet, so not checked for leakage here (the downstream jobs "
+                    "check them)", ", ".join(unchecked))
     entries = pretrain_entries(params, study)  # the training split of each corpus (S2DC Sec. B), pooled
     pair_crop = cfg.patch is not None and getattr(model, "pair_crop", False)  # GVSL: one window per batch, no flip
     data = make_dataset(entries, "pretrain", patch=cfg.patch, train=True, seed=params.seed,
