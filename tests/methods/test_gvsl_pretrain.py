@@ -126,7 +126,8 @@ def trained_model(p) -> GVSL:
 
 @pytest.mark.xfail(strict=False, reason=(
     "finding, not hidden: in 120 CPU steps on 24³ phantoms GVSL does not yet improve held-out organ Dice "
-    "(measured 0.5712 -> 0.5695, 12/30 pairs improve); the same happens with the previous heads"))
+    "(measured 0.5712 -> 0.5695, 12/30 pairs improve); in 150-300 direct steps the previous heads did not "
+    "either (gain -0.005 / +0.003), the published-architecture heads lost -0.005 / -0.027"))
 def test_registration_learned_in_pretraining_improves_held_out_organ_overlap(project, capsys):
     p = config.parse(_mapping(project, epochs=4, steps_per_epoch=30, batch_size=2, patch=[24, 24, 24],
                               lr=1e-3))
