@@ -71,6 +71,26 @@ def tiny_params():
     return _tiny_params
 
 
+def _leaky_params() -> dict:
+    """Tiny params whose ssl3d pre-trains on ``dup_corpus``: phantom_organs' own raw images (same
+    generator and seed) under another name, so its validation and test cases leak into pre-training."""
+    import copy
+
+    p = _tiny_params()
+    dup = copy.deepcopy(p["datasets"]["phantom_organs"])
+    dup.update(task="pretrain", splits={"validation": 0.0, "test": 0.0, "seed": 0})
+    dup.pop("classes")
+    p["datasets"]["dup_corpus"] = dup
+    p["studies"]["ssl3d"]["pretrain_dataset"] = ["phantom_corpus", "dup_corpus"]
+    return p
+
+
+@pytest.fixture(scope="session")
+def leaky_params():
+    """Factory of the leaking tiny params (:func:`_leaky_params`)."""
+    return _leaky_params
+
+
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory, tiny_params):
     """Factory: ``prepare(*datasets)`` fetches and preprocesses ``datasets`` of the tiny

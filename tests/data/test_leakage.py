@@ -8,7 +8,6 @@ hashlib), by case id and by subject, never by the dataset name.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import subprocess
@@ -21,17 +20,6 @@ from medssl.data.datalist import read_datalist, write_datalist
 from medssl.data.fetch import fetch
 from medssl.data.leakage import LeakageError, check_study, find_leaks, pretrain_entries, raw_fingerprint
 from medssl.data.preprocess import preprocess_dataset
-
-
-def _leaky(tiny_params) -> dict:
-    """ssl3d pre-trains on ``dup_corpus``: phantom_organs' own raw images under another name."""
-    p = tiny_params()
-    dup = copy.deepcopy(p["datasets"]["phantom_organs"])
-    dup.update(task="pretrain", splits={"validation": 0.0, "test": 0.0, "seed": 0})
-    dup.pop("classes")
-    p["datasets"]["dup_corpus"] = dup
-    p["studies"]["ssl3d"]["pretrain_dataset"] = ["phantom_corpus", "dup_corpus"]
-    return p
 
 
 @pytest.fixture
@@ -84,8 +72,8 @@ def test_pretraining_uses_the_training_split_only(root, tiny_params):
     check_study(p, "ssl3d")
 
 
-def test_a_corpus_holding_the_test_cases_under_another_name_is_rejected(root, tiny_params):
-    p = config.parse(_leaky(tiny_params))
+def test_a_corpus_holding_the_test_cases_under_another_name_is_rejected(root, leaky_params):
+    p = config.parse(leaky_params())
     _prepare(p, "phantom_corpus", "dup_corpus", "phantom_organs", "phantom_lesion")
     held_out = sorted(e["case"] for s in ("validation", "test")
                       for e in read_datalist(paths.datalist("phantom_organs"), s))
@@ -109,10 +97,10 @@ def test_a_corpus_holding_the_test_cases_under_another_name_is_rejected(root, ti
         downstream(p, "ssl3d", "phantom_organs", "linear", "scratch", 1.0, 0, progress=False)
 
 
-def test_medssl_check_names_the_leak(root, tiny_params, tmp_path):
+def test_medssl_check_names_the_leak(root, leaky_params, tmp_path):
     import yaml
 
-    raw = _leaky(tiny_params)
+    raw = leaky_params()
     cfg = tmp_path / "params.yaml"
     cfg.write_text(yaml.safe_dump(raw, sort_keys=False))
     cmd = [sys.executable, "-m", "medssl.cli", "check", "--params", str(cfg)]

@@ -59,18 +59,11 @@ def test_missing_raw_files_name_the_file(tmp_path, tiny_params):
     assert not (project / "data/processed/phantom_organs").exists()
 
 
-def test_a_leaking_corpus_stops_the_workflow_before_any_job(tmp_path, tiny_params):
+def test_a_leaking_corpus_stops_the_workflow_before_any_job(tmp_path, leaky_params):
     """Snakemake's validation runs the leakage check over the preprocessed datalists: a corpus that
     holds phantom_organs' own raw images under another name is rejected, naming the study, both
     datasets and the number of held-out cases it shares."""
-    import copy
-
-    p = tiny_params()
-    dup = copy.deepcopy(p["datasets"]["phantom_organs"])
-    dup.update(task="pretrain", splits={"validation": 0.0, "test": 0.0, "seed": 0})
-    dup.pop("classes")
-    p["datasets"]["dup_corpus"] = dup
-    p["studies"]["ssl3d"]["pretrain_dataset"] = ["phantom_corpus", "dup_corpus"]
+    p = leaky_params()
     project = _project(tmp_path, p)
     names = ["phantom_corpus", "dup_corpus", "phantom_organs"]
     run(["medssl", "fetch", "--no-progress", *names], project)
