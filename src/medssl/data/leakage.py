@@ -24,14 +24,13 @@ configuration is rejected before a DAG is built.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medssl import paths
 from medssl.config import Params, StudySpec
-from medssl.data.datalist import SECTIONS, read_datalist, subject_of
+from medssl.data.datalist import read_datalist, subject_of
 
 HELD_OUT = ("validation", "test")
 
@@ -98,13 +97,6 @@ def _keys(dataset: str, entry: dict[str, Any], group_by: str | None) -> dict[tup
 def _group_by(params: Params, name: str) -> str | None:
     spec = params.datasets.get(name)
     return spec.splits.group_by if spec is not None else None
-
-
-def _doc(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def study_leaks(params: Params, study: str, datasets: list[str] | None = None,
@@ -183,5 +175,5 @@ def check_study(params: Params, study: str, datasets: list[str] | None = None, r
     return unchecked
 
 
-__all__ = ["HELD_OUT", "Leak", "LeakageError", "SECTIONS", "check_study", "find_leaks", "pretrain_entries",
+__all__ = ["HELD_OUT", "Leak", "LeakageError", "check_study", "find_leaks", "pretrain_entries",
            "raw_fingerprint", "study_leaks"]
