@@ -122,7 +122,6 @@ def _pretrain(params: Params, study: str, method: str, progress: bool, dev: torc
 
 def _train(params: Params, study: str, method: str, model, cfg: PretrainSpec, state_path: Path, run,
            progress: bool, dev: torch.device, dist_env: distributed.Dist) -> dict[str, Any]:
-    st = params.studies[study]
     if cfg.batch_size % dist_env.world_size:
         raise ValueError(f"batch_size {cfg.batch_size} (the global batch) does not split over "
                          f"{dist_env.world_size} processes")
