@@ -9,6 +9,7 @@ from snakemake.utils import validate
 
 from medssl import config as medssl_config
 from medssl import paths
+from medssl.report.inputs import study_metrics
 
 validate(config, workflow.source_path("../schemas/params.schema.json"), set_default=False)
 try:
@@ -74,18 +75,8 @@ def held_out_inputs(study):
 
 
 def study_runs(study):
-    """Every metrics.json of a study: the downstream grid (ssl) or dataset/direction x model x seed."""
-    st = P.studies[study]
-    if st.kind == "ssl":
-        return [
-            str(paths.downstream_metrics(study, d, prot, m, f, s))
-            for d in st.datasets
-            for prot in st.protocols
-            for m in st.methods
-            for f in st.fractions
-            for s in st.seeds
-        ]
-    return [str(paths.method_metrics(study, d, m, s)) for d in st.datasets for m in st.methods for s in st.seeds]
+    """Every metrics.json of a study (medssl.report.inputs.study_metrics): exactly what its table reads."""
+    return [str(p) for p in study_metrics(P, study)]
 
 
 def alternatives(names):
