@@ -67,6 +67,21 @@ def backbone_config(study: str, method: str, base: Path | None = None) -> Path:
     return checkpoint_dir(study, method, base) / "backbone.json"
 
 
+def pretext(study: str, method: str, base: Path | None = None) -> Path:
+    """``checkpoints/<study>/<method>/pretext.json``: the method's own task on held-out volumes, step 0 and end."""
+    return checkpoint_dir(study, method, base) / "pretext.json"
+
+
+def pretext_table(ext: str, base: Path | None = None) -> Path:
+    """``results/pretext.<ext>`` (md, csv): the pretext scores of every ssl study's methods."""
+    return (base or root()) / "results" / f"pretext.{ext}"
+
+
+def claims(ext: str, base: Path | None = None) -> Path:
+    """``results/claims.<ext>`` (md, csv): the papers' claims tested on this run (medssl.report.claims)."""
+    return (base or root()) / "results" / f"claims.{ext}"
+
+
 def train_state(study: str, method: str, base: Path | None = None) -> Path:
     return checkpoint_dir(study, method, base) / "state.pt"
 

@@ -19,6 +19,8 @@ rule pretrain:
     output:
         weights=str(paths.backbone_weights("{study}", "{method}")),
         config=str(paths.backbone_config("{study}", "{method}")),
+        # the method's own task on held-out volumes at step 0 and at the end (medssl.train.pretext)
+        pretext=str(paths.pretext("{study}", "{method}")),
     params:
         method=lambda w: section(P.methods[w.method]),
         # the cadence of state saves (checkpoint_every) does not change the results: left out

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from medssl.methods.pretext import Pretext
 
 class PretrainMethod(nn.Module):
     """A pre-training method: owns the backbone and its heads and returns a loss.
@@ -48,6 +49,20 @@ class PretrainMethod(nn.Module):
     def loss(self, batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss of one batch ``(B, C, D, H, W)`` and a dict of scalar parts to log."""
         raise NotImplementedError(f"{type(self).__name__} does not train")
+
+    def pretext_scores(self, images: torch.Tensor, labels: torch.Tensor | None, n_classes: int) -> Pretext | None:
+        """The method's own task on held-out volumes, deterministic; None: no pretext (:mod:`medssl.methods.pretext`).
+
+        Args:
+            images: (N, 1, D, H, W) held-out volumes, intensities in [0, 1].
+            labels: (N, D, H, W) integer label maps, or None when the held-out set has none.
+            n_classes: number of label classes, background included.
+
+        The pre-training stage calls it at step 0 and after the last step
+        (:mod:`medssl.train.pretext`), in eval mode and without gradients; it
+        must not draw from the method's training random streams.
+        """
+        return None
 
     def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """:meth:`loss`; the training loop calls the module so that DDP's forward hooks run."""

@@ -3,6 +3,9 @@
 Zhou et al., "Models Genesis", MedIA 2021: the image is damaged by a
 non-linear Bézier intensity map, local pixel shuffling and in-/out-painting,
 and the network restores the original; loss = MSE(restored, original).
+
+Pretext score (:meth:`Genesis.pretext_scores`): the PSNR of the restoration of
+held-out damaged volumes, against the PSNR of the damaged input itself.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medssl.methods.base import PretrainMethod
+from medssl.methods.pretext import Pretext, restoration_psnr
 from medssl.nn.heads import RestorationHead
 from medssl.transforms.genesis import GenesisDamage
 
@@ -48,3 +52,7 @@ class Genesis(PretrainMethod):
         restored = torch.sigmoid(self.head(self.backbone(damaged)["local"]))
         loss = F.mse_loss(restored, batch)
         return loss, {"mse": float(loss.detach())}
+
+    def pretext_scores(self, images: torch.Tensor, labels: torch.Tensor | None, n_classes: int) -> Pretext:
+        """:func:`medssl.methods.pretext.restoration_psnr`: the restoration this method trains."""
+        return restoration_psnr(self.backbone, self.head, self.damage, images)

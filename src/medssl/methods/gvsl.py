@@ -29,6 +29,10 @@ warping uses one coordinate convention (:mod:`medssl.geometry`) and the fused
 DVF is applied once (one interpolation, not two); the image that is damaged and
 restored is the moving one, A, as in Alg. 1 (the published code damages the
 fixed one).
+Pretext score (:meth:`GVSL.pretext_scores`): the organ Dice of every ordered
+pair of held-out labelled volumes after warping the moving labels with the
+predicted DVF, against the Dice without warping.
+
 The smoothness term (MONAI ``DiffusionLoss``, squared spatial gradient) is put
 on the deformable component only: the affine part is smooth by construction,
 and its constant gradient (A − I) would otherwise pull every affine towards the
@@ -48,6 +52,7 @@ from torch import nn
 from medssl.geometry.affine import affine_ddf, affine_matrix, fuse_fixed_frame
 from medssl.geometry.warp import warp
 from medssl.methods.base import PretrainMethod
+from medssl.methods.pretext import Pretext, warped_label_dice
 from medssl.nn.heads import RestorationHead
 from medssl.nn.registration_heads import AffineHead, DeformableHead
 from medssl.transforms.genesis import GenesisDamage
@@ -124,6 +129,10 @@ class GVSL(PretrainMethod):
     def predict_dvf(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """DVF (voxels) that warps the clean images ``a`` onto ``b`` (both ``(B, 1, D, H, W)``)."""
         return self.register(self.backbone(a), self.backbone(b), tuple(a.shape[2:]))["dvf"]
+
+    def pretext_scores(self, images: torch.Tensor, labels: torch.Tensor | None, n_classes: int) -> Pretext | None:
+        """:func:`medssl.methods.pretext.warped_label_dice` of :meth:`predict_dvf`: the registration it trains."""
+        return warped_label_dice(self.predict_dvf, images, labels, n_classes)
 
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
         rot, scale = self.augment

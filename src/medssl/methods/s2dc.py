@@ -69,6 +69,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medssl.methods.base import PretrainMethod
+from medssl.methods.pretext import Pretext, match_accuracy
 from medssl.methods.s2dc_dictionary import KeyQueue, dictionary_exclusions, info_nce
 from medssl.ot.matching import SinkhornMatcher, correspondence, dual_softmax, matching_loss, patch_nll
 from medssl.ot.sharpe import sharpe_weights
@@ -259,6 +260,10 @@ class S2DC(PretrainMethod):
         _, log_assign = self.match(ta, tb)
         n, m = ta.shape[1], tb.shape[1]
         return log_assign[:, :n, :m].argmax(-1)
+
+    def pretext_scores(self, images: torch.Tensor, labels: torch.Tensor | None, n_classes: int) -> Pretext:
+        """:func:`medssl.methods.pretext.match_accuracy` of :meth:`predict_matches`: the matching it trains."""
+        return match_accuracy(self.make_views, self.predict_matches, images)
 
     # ------------------------------------------------------------- dictionary
     @torch.no_grad()

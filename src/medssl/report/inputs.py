@@ -61,21 +61,33 @@ def reference_row(params: Params, study: str) -> str | None:
     return None
 
 
-def read_metrics(path: Path) -> dict:
-    """Read and validate one ``metrics.json``.
+def read_json(path: Path, required: Sequence[str] = ()) -> dict:
+    """Read a JSON object that must have the ``required`` keys.
 
     Raises:
-        ValueError: naming ``path`` for invalid JSON, a missing key or a bad value.
+        ValueError: naming ``path`` when it is missing, not JSON, not an object or lacks a key.
     """
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: not found (run the stage that writes it first)")
     try:
         record = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: not a readable JSON file ({exc})") from None
     if not isinstance(record, dict):
         raise ValueError(f"{path}: top level must be a JSON object")
-    missing = [k for k in REQUIRED_KEYS if k not in record]
+    missing = [k for k in required if k not in record]
     if missing:
         raise ValueError(f"{path}: missing key(s) {', '.join(missing)}")
+    return record
+
+
+def read_metrics(path: Path) -> dict:
+    """Read and validate one ``metrics.json``.
+
+    Raises:
+        ValueError: naming ``path`` for invalid JSON, a missing key or a bad value.
+    """
+    record = read_json(path, REQUIRED_KEYS)
     if not isinstance(record["metrics"], dict):
         raise ValueError(f"{path}: 'metrics' must be an object, got {record['metrics']!r}")
     for name, value in record["metrics"].items():

@@ -13,6 +13,11 @@ with status 75). Rerunning the same command with the same configuration
 continues from the state, bit-identically to a run that was never
 interrupted (same device, same number of processes and threads).
 
+Pretext scores (:mod:`medssl.train.pretext`): the method's own task on
+held-out volumes before the first step and after the last, in MLflow and in
+``pretext.json`` beside the backbone; the step-0 scores travel in the state,
+so a resumed run still reports them.
+
 Devices and processes: the model and batches go to one device
 (:func:`medssl.train.distributed.resolve_device`), optionally under bf16
 autocast on CUDA (``pretrain.amp``). Under ``torchrun --nproc_per_node N``
@@ -36,7 +41,7 @@ from medssl.config import Params, PretrainSpec
 from medssl.data.leakage import check_study, pretrain_entries
 from medssl.data.loaders import make_dataset, train_loader
 from medssl.nn.checkpoint import save_backbone
-from medssl.train import distributed
+from medssl.train import distributed, pretext
 from medssl.train.optim import build_optimizer, build_schedule
 from medssl.train.common import build_backbone, log, progress_bar, setup
 from medssl.train.resume import (STATE_VERSION, Preempted, Preemption, autocast, capture_rng, due, epoch_batches,
@@ -105,11 +110,14 @@ def _pretrain(params: Params, study: str, method: str, progress: bool, dev: torc
         tracked = tracking.tracked_run(study, method, st.pretrain_name, "pretrain", "pretrain", run_params)
     else:
         tracked = contextlib.nullcontext(tracking.RunLogger(None, ""))
+    held = pretext.held_out(params, study, cfg.patch) if dist_env.is_main and model.trains else None
     with tracked as run:
         if model.trains and cfg.epochs > 0:
-            summary.update(_train(params, study, method, model, cfg, state_path, run, progress, dev, dist_env))
+            summary.update(_train(params, study, method, model, cfg, state_path, run, progress, dev, dist_env,
+                                  held))
         summary["seconds"] = round(time.time() - t0, 2)
         if dist_env.is_main:
+            _write_pretext(study, method, mspec.kind, model, held, summary, run, dev)
             model.to("cpu")
             save_backbone(model.backbone, paths.backbone_weights(study, method), paths.backbone_config(study, method),
                           name=bspec.name, extra={"study": study, "method": method, "kind": mspec.kind,
@@ -120,8 +128,24 @@ def _pretrain(params: Params, study: str, method: str, progress: bool, dev: torc
     return summary
 
 
+def _write_pretext(study: str, method: str, kind: str, model, held, summary: dict[str, Any], run,
+                   dev: torch.device) -> None:
+    """Score the trained method on the held-out volumes; write pretext.json and log both means to MLflow."""
+    steps = int(summary.get("global_step", 0))
+    end = pretext.to_record(pretext.score(model.to(dev), held, dev))
+    start = summary.get("pretext_start", end if steps == 0 else None)
+    pretext.write(study, method, kind, held, start, end, steps)
+    for step, rec in ((0, start), (steps, end)):
+        if rec is not None and pretext.mean(rec) is not None:
+            run.log_metrics({f"pretext_{rec['metric']}": pretext.mean(rec)}, step=step)
+    if end is not None:
+        log.info("pretext: %s on %d held-out %s of %s: %s -> %s (%s)", end["metric"], len(end["values"]),
+                 end["over"], held.dataset, pretext.mean(start) if start else "n/a", pretext.mean(end),
+                 end["baseline"])
+
+
 def _train(params: Params, study: str, method: str, model, cfg: PretrainSpec, state_path: Path, run,
-           progress: bool, dev: torch.device, dist_env: distributed.Dist) -> dict[str, Any]:
+           progress: bool, dev: torch.device, dist_env: distributed.Dist, held=None) -> dict[str, Any]:
     if cfg.batch_size % dist_env.world_size:
         raise ValueError(f"batch_size {cfg.batch_size} (the global batch) does not split over "
                          f"{dist_env.world_size} processes")
@@ -145,8 +169,12 @@ def _train(params: Params, study: str, method: str, model, cfg: PretrainSpec, st
     history: list[dict[str, float]] = []
     epoch_losses: list[float] = []
     pending_rng = None
+    pretext_start = None
     state = load_state(state_path, config)
+    if state is None and dist_env.is_main:  # step 0: before any update (draws from no training stream)
+        pretext_start = pretext.to_record(pretext.score(model, held, dev))
     if state is not None:
+        pretext_start = state.get("pretext_start")
         model.load_state_dict(state["model"])  # includes the method's own generators
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -173,7 +201,8 @@ def _train(params: Params, study: str, method: str, model, cfg: PretrainSpec, st
                 "model": to_cpu(model.state_dict()), "optimizer": to_cpu(opt.state_dict()),
                 "scheduler": sched.state_dict(),
                 "rng": capture_rng(), "data_rng": randomizable_states(data.transform),
-                "history": history, "epoch_losses": list(losses), "world_size": dist_env.world_size})
+                "history": history, "epoch_losses": list(losses), "world_size": dist_env.world_size,
+                "pretext_start": pretext_start})
             log.info("pretrain: saved state at epoch %d step %d (global step %d)", epoch + 1, step, global_step)
         distributed.barrier(dist_env)
 
@@ -210,7 +239,7 @@ def _train(params: Params, study: str, method: str, model, cfg: PretrainSpec, st
                     run.set_tags({"medssl.preempted_at_step": global_step})
                     raise Preempted(stop.signum or 15, global_step, state_path)
     return {"epochs": cfg.epochs, "final_loss": history[-1]["loss"] if history else None, "history": history,
-            "global_step": global_step}
+            "global_step": global_step, "pretext_start": pretext_start}
 
 
 def _agree(dist_env: distributed.Dist, global_step: int, dev: torch.device) -> None:
