@@ -169,6 +169,28 @@ def cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretext_table(args: argparse.Namespace) -> int:
+    from medssl.report.pretext import study_pretext_files, write_pretext_table
+
+    written = write_pretext_table(study_pretext_files(_params(args)))
+    for ext, path in written.items():
+        print(f"{ext}: {path}")
+    if args.show:
+        print(Path(written["md"]).read_text())
+    return 0
+
+
+def cmd_claims(args: argparse.Namespace) -> int:
+    from medssl.report.claims import write_claims
+
+    written = write_claims(_params(args))
+    for ext, path in written.items():
+        print(f"{ext}: {path}")
+    if args.show:
+        print(Path(written["md"]).read_text())
+    return 0
+
+
 def cmd_init_tracking(args: argparse.Namespace) -> int:
     from medssl import tracking
 
@@ -271,6 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp = add("table", cmd_table, "write results/<study>/table.{md,tex,csv} from the metrics.json files")
     sp.add_argument("study")
+    sp.add_argument("--show", action="store_true", help="print the Markdown table")
+    sp = add("pretext-table", cmd_pretext_table, "write results/pretext.{md,csv}: each pre-training method's "
+             "own task (restoration PSNR, warped-label Dice, patch matching) on held-out volumes at step 0 and "
+             "at the end, from checkpoints/<study>/<method>/pretext.json")
+    sp.add_argument("--show", action="store_true", help="print the Markdown table")
+    sp = add("claims", cmd_claims, "write results/claims.{md,csv}: each claim of the four papers (a row beats "
+             "another on a metric) tested on this run's results, paired t-test across seeds, with a verdict")
     sp.add_argument("--show", action="store_true", help="print the Markdown table")
     add("init-tracking", cmd_init_tracking, "create the MLflow store once before jobs fan out")
     return ap

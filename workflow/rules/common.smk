@@ -86,7 +86,18 @@ def alternatives(names):
 
 def all_tables():
     """The tables of the default target: the studies in `targets` (paper presets), else all."""
-    return [str(paths.table(s, ext)) for s in P.target_studies() for ext in ("md", "tex", "csv")]
+    tables = [str(paths.table(s, ext)) for s in P.target_studies() for ext in ("md", "tex", "csv")]
+    pretext = [str(paths.pretext_table(ext)) for ext in ("md", "csv")] if ssl_studies() else []
+    claims = [str(paths.claims(ext)) for ext in ("md", "csv")] if claim_studies() else []
+    return tables + pretext + claims
+
+
+def claim_studies():
+    """The target studies that a claim of medssl.report.claims names."""
+    from medssl.report.claims import CLAIMS
+
+    targets = set(P.target_studies())
+    return [s for s in dict.fromkeys(c.study for c in CLAIMS) if s in P.studies and s in targets]
 
 
 onstart:
