@@ -119,13 +119,13 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_downstream(args: argparse.Namespace) -> int:
-    from medssl.train.downstream import downstream
+    from medssl.train.downstream import downstream_seeds
 
     p = _params(args)
     _known(args.study, p.studies, "study")
     _known(args.dataset, p.datasets, "dataset")
-    downstream(p, args.study, args.dataset, args.protocol, args.method, args.fraction, args.seed,
-               progress=args.progress, device=args.device)
+    downstream_seeds(p, args.study, args.dataset, args.protocol, args.method, args.fraction, args.seed or [0],
+                     progress=args.progress, device=args.device)
     return 0
 
 
@@ -272,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("protocol", choices=["linear", "finetune"])
     sp.add_argument("method")
     sp.add_argument("--fraction", type=float, default=1.0, help="label fraction of the training split")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--seed", type=int, action="append",
+                    help="run seed (default 0); repeat it to run several seeds of the row in this one process")
     sp.add_argument("--device", default=None,
                     help="cpu, cuda, cuda:1 ... (default: $MEDSSL_DEVICE, else cuda when available, else cpu)")
     sp = add("template", cmd_template, "train + evaluate one model of a template study (Tables 2/3 of the "

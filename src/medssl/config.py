@@ -473,6 +473,9 @@ class Params(_Strict):
     studies: dict[str, Study] = Field(default_factory=dict)
     # the studies the default target builds (paper presets name theirs); None: every study
     targets: list[str] | None = None
+    # Snakemake: one job (one process) per row of an ssl study runs all its seeds, saving the import and
+    # start-up cost per seed; the SLURM profile sets it false (one job per seed, in parallel)
+    group_seeds: bool = True
 
     @model_validator(mode="before")
     @classmethod

@@ -57,6 +57,11 @@ def study_datasets(study):
     return P.study_datasets(study)
 
 
+def ssl_studies_all():
+    """Every ssl study of params.yaml (targets or not: each may be built by name)."""
+    return P.studies_of_kind("ssl")
+
+
 def ssl_studies():
     """The ssl studies the default target builds (pretrain_all pre-trains their methods)."""
     targets = set(P.target_studies())

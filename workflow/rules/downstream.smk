@@ -1,25 +1,60 @@
-# One job per study x dataset x protocol x method x label fraction x seed.
+# The downstream runs: study x dataset x protocol x method x label fraction x seed.
+# group_seeds: true (params.yaml, the default profile): one job per row runs all of the study's
+# seeds in one process (`medssl downstream ... --seed 0 --seed 1 --seed 2`); a failed seed does
+# not stop the others, and the finished ones keep state.pt so a rerun only re-tests them.
+# group_seeds: false (the SLURM profile): one job per seed.
 
 
-rule downstream:
-    input:
-        weights=str(paths.backbone_weights("{study}", "{method}")),
-        config=str(paths.backbone_config("{study}", "{method}")),
-        datalist=lambda w: str(paths.datalist(w.dataset)),
-    output:
-        str(paths.downstream_metrics("{study}", "{dataset}", "{protocol}", "{method}", "{frac}", "{seed}")),
-    params:
-        # the cadence of state saves (checkpoint_every) does not change the results: left out
-        train=json.dumps(P.downstream.model_dump(mode="json", exclude={"checkpoint_every"}), sort_keys=True),
-        dataset=lambda w: section(P.datasets[w.dataset]),
-    threads: P.downstream.num_threads
-    conda:
-        "../envs/medssl.yaml"
-    log:
-        "logs/downstream/{study}/{dataset}/{protocol}/{method}/frac{frac}/seed{seed}.log",
-    shell:
-        "medssl downstream --params .medssl/params.yaml {wildcards.study} {wildcards.dataset} {wildcards.protocol}"
-        " {wildcards.method} --fraction {wildcards.frac} --seed {wildcards.seed} 2> {log}"
+if not P.group_seeds:
+
+    rule downstream:
+        input:
+            weights=str(paths.backbone_weights("{study}", "{method}")),
+            config=str(paths.backbone_config("{study}", "{method}")),
+            datalist=lambda w: str(paths.datalist(w.dataset)),
+        output:
+            str(paths.downstream_metrics("{study}", "{dataset}", "{protocol}", "{method}", "{frac}", "{seed}")),
+        params:
+            # the cadence of state saves (checkpoint_every) does not change the results: left out
+            train=json.dumps(P.downstream.model_dump(mode="json", exclude={"checkpoint_every"}), sort_keys=True),
+            dataset=lambda w: section(P.datasets[w.dataset]),
+        threads: P.downstream.num_threads
+        conda:
+            "../envs/medssl.yaml"
+        log:
+            "logs/downstream/{study}/{dataset}/{protocol}/{method}/frac{frac}/seed{seed}.log",
+        shell:
+            "medssl downstream --params .medssl/params.yaml {wildcards.study} {wildcards.dataset} {wildcards.protocol}"
+            " {wildcards.method} --fraction {wildcards.frac} --seed {wildcards.seed} 2> {log}"
+
+else:
+    # One job per row (study x dataset x protocol x method x fraction) running every seed of the study
+    # in one process (group_seeds: true, the default profile): one import and start-up per row.
+    for _study in ssl_studies_all():
+
+        rule:
+            name:
+                f"downstream_{_study}"
+            input:
+                weights=str(paths.backbone_weights(_study, "{method}")),
+                config=str(paths.backbone_config(_study, "{method}")),
+                datalist=lambda w: str(paths.datalist(w.dataset)),
+            output:
+                [str(paths.downstream_metrics(_study, "{dataset}", "{protocol}", "{method}", "{frac}", s))
+                 for s in P.studies[_study].seeds],
+            params:
+                train=json.dumps(P.downstream.model_dump(mode="json", exclude={"checkpoint_every"}), sort_keys=True),
+                dataset=lambda w: section(P.datasets[w.dataset]),
+                seeds=" ".join(f"--seed {s}" for s in P.studies[_study].seeds),
+                study=_study,
+            threads: P.downstream.num_threads
+            conda:
+                "../envs/medssl.yaml"
+            log:
+                f"logs/downstream/{_study}/{{dataset}}/{{protocol}}/{{method}}/frac{{frac}}/seeds.log",
+            shell:
+                "medssl downstream --params .medssl/params.yaml {params.study} {wildcards.dataset}"
+                " {wildcards.protocol} {wildcards.method} --fraction {wildcards.frac} {params.seeds} 2> {log}"
 
 
 # runs_<study>: every downstream run of one study (the target of its DVC stage).

@@ -69,11 +69,13 @@ class DownstreamModel(nn.Module):
 
 def downstream(params: Params, study: str, dataset: str, protocol: str, method: str,
                fraction: float, seed: int, progress: bool = True, return_model: bool = False,
-               device: str | None = None):
+               device: str | None = None, keep_state: bool = False):
     """Train and evaluate one downstream run; write its ``metrics.json``.
 
     Args:
         device: ``cpu``, ``cuda`` ...; default ``$MEDSSL_DEVICE``, else CUDA when available.
+        keep_state: keep ``state.pt`` after writing metrics.json (:func:`downstream_seeds`: until every
+            seed of the row is done, so a rerun after one seed failed only re-tests the finished ones).
 
     Returns:
         the metrics mapping, or ``(metrics, model)`` with ``return_model``.
@@ -209,12 +211,45 @@ def downstream(params: Params, study: str, dataset: str, protocol: str, method: 
                   "per_case": per_case, "history": history, "best_epoch": best_epoch,
                   "undefined": undefined_reasons(metrics), "seconds": round(time.time() - t0, 2)}
         write_json(out, result)
-        state_path.unlink(missing_ok=True)  # metrics.json is the result; the state only served a resume
+        if not keep_state:
+            state_path.unlink(missing_ok=True)  # metrics.json is the result; the state only served a resume
         run.log_metrics({f"test_{k}": v for k, v in metrics.items() if np.isfinite(v)})
         run.log_artifact(out)
     log.info("downstream: done in %.1f s: %s", result["seconds"],
              ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if "_" not in k))
     return (result, model) if return_model else result
+
+
+def downstream_seeds(params: Params, study: str, dataset: str, protocol: str, method: str, fraction: float,
+                     seeds: list[int], progress: bool = True, device: str | None = None) -> list[dict]:
+    """:func:`downstream` for every seed of one row in this process (one import, one start-up).
+
+    A seed that fails does not stop the others. The finished seeds keep their
+    final ``state.pt`` until every seed has succeeded: Snakemake deletes all
+    outputs of a failed job, and the rerun then resumes each finished seed from
+    its last step (only its test evaluation runs again) instead of training
+    it anew. Preemption (:class:`~medssl.train.resume.Preempted`) stops the row at once.
+
+    Raises:
+        RuntimeError: naming every seed that failed and why, after the others ran.
+    """
+    results, failed = [], []
+    for seed in seeds:
+        try:
+            results.append(downstream(params, study, dataset, protocol, method, fraction, seed, progress=progress,
+                                      device=device, keep_state=len(seeds) > 1))
+        except Preempted:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported with the seed, the other seeds still run
+            log.error("downstream: seed %d failed: %s", seed, exc)
+            failed.append(f"seed {seed}: {exc}")
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(seeds)} seeds failed ({'; '.join(failed)}); the finished seeds "
+                           "kept their state.pt, so a rerun only re-tests them")
+    for seed in seeds:
+        paths.downstream_metrics(study, dataset, protocol, method, fraction, seed).with_name("state.pt").unlink(
+            missing_ok=True)
+    return results
 
 
 def _to(label, dev: torch.device):
