@@ -4,7 +4,11 @@ Runs in a temporary copy of the project (the working tree is not touched):
 1. the full default pipeline from nothing (fetch -> tables),
 2. a rerun with nothing changed,
 and prints wall times, the peak resident memory summed over all processes of
-the run (sampled every 0.2 s) and the peak of the largest single job.
+the run (sampled every 0.2 s), the peak of the largest single job, and the
+share of the downstream jobs' time spent outside training steps (process
+start-up and imports, data loading, validation, test, writing): job time from
+the first and last time stamps of each job's log, step time from the
+``timing`` of its metrics.json files.
 
     python bench/bench_pipeline.py [--cores 2] [--keep DIR]
 """
@@ -12,6 +16,7 @@ the run (sampled every 0.2 s) and the peak of the largest single job.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -19,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import psutil
@@ -53,6 +59,26 @@ def run_measured(cmd: list[str], cwd: Path) -> tuple[float, float, float, int]:
     return time.time() - t0, peak_total, peak_one, proc.returncode
 
 
+def _stamp(line: str) -> datetime | None:
+    try:
+        return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+    except ValueError:
+        return None
+
+
+def downstream_overhead(work: Path) -> tuple[float, float, int]:
+    """(summed job seconds, summed training-step seconds, jobs) of the downstream jobs of a run."""
+    job_s = 0.0
+    logs = sorted((work / "logs" / "downstream").rglob("*.log"))
+    for log in logs:
+        stamps = [t for t in map(_stamp, log.read_text(errors="replace").splitlines()) if t is not None]
+        if len(stamps) >= 2:
+            job_s += (stamps[-1] - stamps[0]).total_seconds()
+    step_s = sum(json.loads(m.read_text()).get("timing", {}).get("train_steps_s", 0.0)
+                 for m in (work / "results").rglob("frac*/seed*/metrics.json"))
+    return job_s, step_s, len(logs)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cores", type=int, default=2)
@@ -64,6 +90,10 @@ def main() -> int:
     try:
         t, mem, one, rc = run_measured(["snakemake", "--cores", str(args.cores)], work)
         print(f"default pipeline, cold: {t:.1f} s wall, peak RSS {mem:.2f} GiB total, {one:.2f} GiB largest job, rc={rc}")
+        job_s, step_s, n = downstream_overhead(work)
+        if job_s > 0:
+            print(f"downstream: {n} jobs, {job_s:.1f} s summed job time, {step_s:.1f} s in training steps: "
+                  f"{100 * (1 - step_s / job_s):.1f} % outside training steps")
         t2, _, _, rc2 = run_measured(["snakemake", "--cores", str(args.cores)], work)
         print(f"rerun with nothing changed: {t2:.1f} s, rc={rc2}")
         table = work / "results" / "ssl3d" / "table.md"

@@ -39,6 +39,10 @@ def _tiny_params() -> dict:
     for stage in ("pretrain", "downstream"):
         p[stage].update(epochs=2, steps_per_epoch=2, patch=[16, 16, 16])
     p["methods"]["s2dc"]["args"].update(view=12, patch=4)  # two 12³ views of a 16³ patch, 4³ patches
+    # the default's 3 seeds x 2 fractions would triple every pipeline test; 2 seeds still group
+    p["studies"]["ssl3d"].update(fractions=[1.0], seeds=[0, 1])
+    for name in ("template", "uda2d"):
+        p["studies"][name]["seeds"] = [0]
     # template study: 16x16x12 breast phantoms, two rows, a 3-level width-4 net, 3 steps
     breast = p["datasets"]["phantom_breast"]
     breast["source"].update(n_cases=5, shape=[32, 32, 12], spacing=[5.0, 5.0, 10.0])

@@ -124,6 +124,7 @@ def downstream(params: Params, study: str, dataset: str, protocol: str, method: 
               "dataset": spec.model_dump(mode="json"), "protocol": protocol, "fraction": fraction, "seed": seed,
               "backbone_sha256": record.get("weights_sha256"), "version": STATE_VERSION}
     history: list[dict[str, float]] = []
+    timing = {"train_steps_s": 0.0, "validation_s": 0.0}
     with tracking.tracked_run(study, method, dataset, protocol, child, run_params) as run:
         best_metric, best_epoch, best_state = -np.inf, 0, copy.deepcopy(model.state_dict())
         start_epoch, start_step, global_step, pending_rng = 1, 0, 0, None
@@ -165,12 +166,14 @@ def downstream(params: Params, study: str, dataset: str, protocol: str, method: 
                     losses = []
                 bar = progress_bar(batches, steps - start, f"{protocol} {method} epoch {epoch}/{cfg.epochs}", progress)
                 for step, batch in enumerate(bar, start + 1):
+                    t_step = time.perf_counter()
                     with autocast(cfg.amp, dev):
                         loss = loss_fn(model(batch["image"].to(dev)), _to(batch["label"], dev))
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
                     losses.append(float(loss.detach()))
+                    timing["train_steps_s"] += time.perf_counter() - t_step
                     global_step += 1
                     if step < steps and (stop.requested or due(global_step, step, steps, cfg.checkpoint_every)):
                         save(epoch, step)
@@ -181,7 +184,9 @@ def downstream(params: Params, study: str, dataset: str, protocol: str, method: 
                 if epoch % cfg.val_every and epoch != cfg.epochs:
                     log.info("downstream: epoch %d/%d loss %.4f", epoch, cfg.epochs, history[-1]["train_loss"])
                 else:
+                    t_val = time.perf_counter()
                     val = _evaluate(model, val_ds, spec, cfg, dev)
+                    timing["validation_s"] += time.perf_counter() - t_val
                     val_metric = val["dice"] if spec.task == "segmentation" else val["auc"]
                     if not np.isfinite(val_metric):  # AUC undefined (one class): fall back to accuracy
                         val_metric = val.get("accuracy", -np.inf)
@@ -197,6 +202,7 @@ def downstream(params: Params, study: str, dataset: str, protocol: str, method: 
                 if stop.requested:
                     raise Preempted(stop.signum or 15, global_step, state_path)
         model.load_state_dict(best_state)
+        t_test = time.perf_counter()
         if spec.task == "segmentation":
             per_case = _evaluate(model, test_ds, spec, cfg, dev, per_case=True)
             metrics = summarise(per_case)
@@ -209,7 +215,10 @@ def downstream(params: Params, study: str, dataset: str, protocol: str, method: 
                   "fraction": fraction, "seed": seed, "task": spec.task, "metrics": metrics,
                   "train_cases": sorted(e["case"] for e in train_entries),  # the label-fraction subset used
                   "per_case": per_case, "history": history, "best_epoch": best_epoch,
-                  "undefined": undefined_reasons(metrics), "seconds": round(time.time() - t0, 2)}
+                  "undefined": undefined_reasons(metrics), "seconds": round(time.time() - t0, 2),
+                  # where this call's time went (this process only; a resumed run counts its own part)
+                  "timing": {**{k: round(v, 3) for k, v in timing.items()},
+                             "test_s": round(time.perf_counter() - t_test, 3)}}
         write_json(out, result)
         if not keep_state:
             state_path.unlink(missing_ok=True)  # metrics.json is the result; the state only served a resume
