@@ -162,31 +162,28 @@ def cmd_table(args: argparse.Namespace) -> int:
     p = _params(args)
     _known(args.study, p.studies, "study")
     written = write_study_tables(p, args.study)
-    for ext, path in written.items():
-        print(f"{ext}: {path}")
-    if args.show:
-        print(Path(written["md"]).read_text())
-    return 0
+    return _report_written(written, args.show)
 
 
 def cmd_pretext_table(args: argparse.Namespace) -> int:
     from medssl.report.pretext import study_pretext_files, write_pretext_table
 
     written = write_pretext_table(study_pretext_files(_params(args)))
-    for ext, path in written.items():
-        print(f"{ext}: {path}")
-    if args.show:
-        print(Path(written["md"]).read_text())
-    return 0
+    return _report_written(written, args.show)
 
 
 def cmd_claims(args: argparse.Namespace) -> int:
     from medssl.report.claims import write_claims
 
     written = write_claims(_params(args))
+    return _report_written(written, args.show)
+
+
+def _report_written(written: dict, show: bool) -> int:
+    """Print the paths a report command wrote, and the Markdown one with ``--show``."""
     for ext, path in written.items():
         print(f"{ext}: {path}")
-    if args.show:
+    if show:
         print(Path(written["md"]).read_text())
     return 0
 
