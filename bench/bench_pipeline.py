@@ -10,7 +10,9 @@ start-up and imports, data loading, validation, test, writing): job time from
 the first and last time stamps of each job's log, step time from the
 ``timing`` of its metrics.json files.
 
-    python bench/bench_pipeline.py [--cores 2] [--keep DIR]
+    python bench/bench_pipeline.py [--cores 2] [--keep DIR] [--configfile workflow/presets/quick.yaml]
+
+It ends by printing every table the run wrote (the studies', pretext, claims).
 """
 
 from __future__ import annotations
@@ -83,22 +85,23 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--keep", type=Path, help="run in this folder and keep it")
+    ap.add_argument("--configfile", help="a preset merged over params.yaml (path relative to the project)")
     args = ap.parse_args()
+    cmd = ["snakemake", "--cores", str(args.cores)] + (["--configfile", args.configfile] if args.configfile else [])
     work = args.keep or Path(tempfile.mkdtemp(prefix="medssl-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     copy_project(work)
     try:
-        t, mem, one, rc = run_measured(["snakemake", "--cores", str(args.cores)], work)
-        print(f"default pipeline, cold: {t:.1f} s wall, peak RSS {mem:.2f} GiB total, {one:.2f} GiB largest job, rc={rc}")
+        t, mem, one, rc = run_measured(cmd, work)
+        print(f"{' '.join(cmd[3:]) or 'default'} pipeline, cold: {t:.1f} s wall, peak RSS {mem:.2f} GiB total, {one:.2f} GiB largest job, rc={rc}")
         job_s, step_s, n = downstream_overhead(work)
         if job_s > 0:
             print(f"downstream: {n} jobs, {job_s:.1f} s summed job time, {step_s:.1f} s in training steps: "
                   f"{100 * (1 - step_s / job_s):.1f} % outside training steps")
-        t2, _, _, rc2 = run_measured(["snakemake", "--cores", str(args.cores)], work)
+        t2, _, _, rc2 = run_measured(cmd, work)
         print(f"rerun with nothing changed: {t2:.1f} s, rc={rc2}")
-        table = work / "results" / "ssl3d" / "table.md"
-        if table.is_file():
-            print(table.read_text())
+        for table in sorted((work / "results").glob("*/table.md")) + sorted((work / "results").glob("*.md")):
+            print(f"\n===== {table.relative_to(work)}\n{table.read_text()}")
         return rc or rc2
     finally:
         if args.keep is None:

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PositiveFloat, Tag, ValidationError,
+                      model_validator)
 
 from medssl import registry
 
@@ -35,7 +36,16 @@ class SyntheticSource(_Strict):
     shape: IntTriple = (64, 64, 32)
     spacing: Triple = (4.0, 4.0, 8.0)
     lesion_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    # radius range (template mm) of a lung lesion; bigger lesions are easier to see at coarse spacing
+    lesion_mm: tuple[PositiveFloat, PositiveFloat] = (10.0, 16.0)
     contrast: Literal["bssfp", "lge"] = "bssfp"  # MR sequence of the cardiac generator
+
+
+    @model_validator(mode="after")
+    def _lesion_range(self) -> SyntheticSource:
+        if self.lesion_mm[0] > self.lesion_mm[1]:
+            raise ValueError(f"lesion_mm must be [low, high] with low <= high, got {list(self.lesion_mm)}")
+        return self
 
 
 class UrlSource(_Strict):
@@ -263,10 +273,8 @@ class PretrainSpec(_Strict):
 
 
 class DownstreamSpec(PretrainSpec):
-    # the downstream loop builds its optimiser with medssl.train.optim (adam / adamw, weight_decay) at a
-    # constant lr: it has no scheduler state to resume, so a schedule is refused rather than ignored
-    schedule: Literal["constant"] = "constant"
-    warmup_fraction: float = Field(0.0, ge=0, le=0)
+    # optimiser and schedule as for pre-training (medssl.train.optim); warmup_cosine decays the lr to 0 at
+    # the last step, so the validation curve flattens where a run ends (issue 14: converged references)
     sw_overlap: float = Field(0.5, ge=0.0, lt=1.0)
     val_every: int = Field(1, ge=1)  # validate every k epochs (and always after the last)
 

@@ -242,3 +242,20 @@ def test_bad_arguments_raise_value_error(tmp_path):
         generate(source(spacing=(1.0, 0.0, 1.0)), 0)
     with pytest.raises(ValueError, match="name"):
         write_dataset(tmp_path, source(), progress=False, name="")
+
+
+# ----------------------------------------------------------- lesion size
+def test_lesion_radius_range_sets_the_lesion_size():
+    """``lesion_mm`` is the radius range of the lung lesion: the rendered lesion's volume follows
+    (4/3) pi r^3 of the drawn radius, and the same case keeps its flag whatever the range."""
+    small, large = source(lesion_fraction=1.0), source(lesion_fraction=1.0, lesion_mm=(24.0, 24.0))
+    for i in range(3):
+        a, b = generate(small, i), generate(large, i)
+        assert a.lesion == b.lesion == 1
+        voxel = float(np.prod(large.spacing)) * float(deform.Geometry(large.shape, large.spacing).scale) ** -3
+        expected = 4 / 3 * np.pi * 24.0**3 / voxel  # voxels of a 24 mm sphere on this grid (template mm)
+        got = int((b.structures == anatomy.S["lesion"]).sum())
+        assert got == pytest.approx(expected, rel=0.35)
+        assert got > 2 * int((a.structures == anatomy.S["lesion"]).sum())
+    with pytest.raises(ValueError, match="lesion_mm"):
+        source(lesion_mm=(20.0, 10.0))

@@ -124,3 +124,23 @@ def test_s2dc_preset_pretrains_on_training_cases_only(tmp_path, monkeypatch):
 
     held_out = {subject(c) for c in cases("adni_pet", "validation", "test")}
     assert pet and held_out and not {subject(c) for c in pet} & held_out
+
+
+def test_quick_preset_is_the_short_run_of_every_study(tmp_path):
+    """workflow/presets/quick.yaml keeps every study and seed of the default but trains 50 constant-lr
+    steps per downstream run (the default: 800 with a cosine decay), and adds the lesion task back."""
+    project = copy_project(tmp_path / "project")
+    default = config.parse(yaml.safe_load((project / "params.yaml").read_text()), "params.yaml")
+    quick = _merged(project, "quick")
+    assert quick.target_studies() == default.target_studies()
+    for name, study in default.studies.items():
+        assert quick.studies[name].seeds == study.seeds and len(study.seeds) >= 3, name
+    d, q = default.downstream, quick.downstream
+    assert (d.epochs * d.steps_per_epoch, d.schedule) == (800, "warmup_cosine")
+    assert (q.epochs * q.steps_per_epoch, q.schedule) == (50, "constant")
+    assert quick.studies["ssl3d"].datasets == ["phantom_organs", "phantom_lesion"]
+    assert default.datasets["phantom_corpus"].source.n_cases >= 64
+    res = run(["snakemake", "--dry-run", "--configfile", "workflow/presets/quick.yaml"], project)
+    counts = _job_counts(res.stdout + res.stderr)
+    # 4 methods x 2 protocols x 2 fractions x 2 datasets rows, all seeds of a row in one job
+    assert counts["downstream_ssl3d"] == 32 and counts["template"] == 27, counts

@@ -123,16 +123,19 @@ def test_s2dc_pretrains_with_adamw_and_warmup_cosine_by_default():
     assert (gvsl.optimizer, gvsl.schedule, gvsl.weight_decay) == ("adam", "constant", 0.0)
 
 
-def test_downstream_takes_the_optimiser_but_refuses_a_schedule(tiny_params):
-    """downstream.optimizer / weight_decay build the optimiser the downstream loop uses; a schedule, which
-    the downstream loop would not save for a resume, is a configuration error instead of being ignored."""
+def test_downstream_takes_the_optimiser_and_the_schedule(tiny_params):
+    """downstream.optimizer / weight_decay / schedule build what the downstream loop uses: with
+    warmup_cosine the lr climbs linearly over the warm-up and reaches 0 at the last step."""
     from medssl import config
 
     raw = tiny_params()
-    raw["downstream"].update(optimizer="adamw", weight_decay=0.05)
+    raw["downstream"].update(optimizer="adamw", weight_decay=0.05, schedule="warmup_cosine", warmup_fraction=0.25,
+                             epochs=2, steps_per_epoch=4, lr=0.01)
     cfg = config.parse(raw).downstream
     opt = build_optimizer([torch.nn.Parameter(torch.ones(2))], cfg)
     assert isinstance(opt, torch.optim.AdamW) and opt.defaults["weight_decay"] == 0.05
-    raw["downstream"]["schedule"] = "warmup_cosine"
-    with pytest.raises(config.ConfigError, match="schedule"):
-        config.parse(raw)
+    lrs = _lrs(cfg)  # W = 2, T = 8
+    expected = [0.01 * t / 2 for t in range(2)] + [0.01 * (1 + math.cos(math.pi * (t - 2) / 6)) / 2
+                                                   for t in range(2, 9)]
+    assert lrs == pytest.approx(expected, abs=1e-12)
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12)

@@ -38,7 +38,9 @@ TIMEOUT = 120
 def _mapping(tiny_params) -> dict:
     p = tiny_params()
     p["pretrain"].update(epochs=EPOCHS, steps_per_epoch=STEPS, checkpoint_every=1)
-    p["downstream"].update(epochs=EPOCHS, steps_per_epoch=STEPS, checkpoint_every=1, val_every=1)
+    # a warm-up + cosine schedule: a resume that dropped the scheduler's state would train at another lr
+    p["downstream"].update(epochs=EPOCHS, steps_per_epoch=STEPS, checkpoint_every=1, val_every=1,
+                           schedule="warmup_cosine", warmup_fraction=0.25)
     return p
 
 
@@ -228,6 +230,7 @@ def test_downstream_sigterm_then_rerun_is_bit_identical(corpus):
     assert proc.returncode == PREEMPTED_EXIT_CODE, rest
     saved = torch.load(out.with_name("state.pt"), weights_only=False)
     assert 2 <= saved["global_step"] < TOTAL and not out.exists()
+    assert saved["scheduler"]["last_epoch"] == saved["global_step"]  # the schedule's position travels too
     log = _finish(params_file, "scratch", DOWNSTREAM)
     assert "downstream: resuming from" in log
     got = json.loads(out.read_text())

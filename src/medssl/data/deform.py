@@ -100,7 +100,8 @@ def draw_lesion_flag(rng: np.random.Generator, fraction: float) -> bool:
     return bool(rng.random() < fraction)
 
 
-def sample_subject(geometry: Geometry, seed: int, index: int, lesion_fraction: float) -> Subject:
+def sample_subject(geometry: Geometry, seed: int, index: int, lesion_fraction: float,
+                   lesion_mm: tuple[float, float] = LESION_MM) -> Subject:
     """Draw a subject's parameters from ``np.random.default_rng([seed, index])``.
 
     The draws have a fixed order and count, so a case depends only on
@@ -112,6 +113,7 @@ def sample_subject(geometry: Geometry, seed: int, index: int, lesion_fraction: f
         seed: the source's seed (>= 0).
         index: the case index (>= 0).
         lesion_fraction: probability that the case has a lung lesion.
+        lesion_mm: the lesion's radius range (template mm).
 
     Returns:
         The subject's :class:`Subject` parameters.
@@ -127,14 +129,15 @@ def sample_subject(geometry: Geometry, seed: int, index: int, lesion_fraction: f
     n = CONTROL_POINTS + 2
     elastic = rng.normal(0.0, ELASTIC_MM, (3, n, n, n))
     sizes = {k: float(rng.uniform(*r)) for k, r in SIZE_RANGE.items()}
-    lesion = _sample_lesion(np.random.default_rng(int(streams[0])), geometry) if flag else None
+    lesion = _sample_lesion(np.random.default_rng(int(streams[0])), geometry, lesion_mm) if flag else None
     return Subject(rot, scale, translation, elastic, sizes, lesion, (int(streams[1]), int(streams[2])))
 
 
-def _sample_lesion(rng: np.random.Generator, geometry: Geometry) -> anatomy.Ellipsoid:
+def _sample_lesion(rng: np.random.Generator, geometry: Geometry,
+                   lesion_mm: tuple[float, float] = LESION_MM) -> anatomy.Ellipsoid:
     """A sphere well inside one lung, big enough to cover voxel centres at this resolution."""
     diagonal = float(np.linalg.norm(geometry.spacing)) / geometry.scale
-    radius = max(float(rng.uniform(*LESION_MM)), 0.7 * diagonal)
+    radius = max(float(rng.uniform(*lesion_mm)), 0.7 * diagonal)
     lungs = anatomy.lung_candidates()
     probe = np.array([[0, 0, 0], [1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], float)
     ok = {anatomy.S["lung_left"], anatomy.S["lung_right"], anatomy.S["lung_vessel"]}

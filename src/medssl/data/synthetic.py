@@ -179,7 +179,8 @@ def generate(source: SyntheticSource, index: int) -> Phantom:
                                                 source.contrast)
         return Phantom(image, label, affine, np.zeros((0,), np.float32), 0)
     geom = geometry(source)
-    subject = deform.sample_subject(geom, source.seed, int(index), source.lesion_fraction)
+    subject = deform.sample_subject(geom, source.seed, int(index), source.lesion_fraction,
+                                   tuple(source.lesion_mm))
     p = deform.template_coordinates(subject, geom)
     structures = anatomy.render(p[0], p[1], p[2], lesion=subject.lesion)
     image = _image(structures, p[1], subject)

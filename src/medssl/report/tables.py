@@ -33,6 +33,8 @@ one protocol and fraction, so those header parts are left out). Conventions:
   *tie*. Metrics whose name starts with ``hd``, ``assd``, ``hausdorff``,
   ``neg_jacobian`` or ``components``, or contains ``error``, are
   lower-is-better (↓), the others higher-is-better (↑). Empty cells never win.
+* Below the Markdown table a *Convergence* section says, per row and setting,
+  how many runs had reached their plateau (:mod:`medssl.report.convergence`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from typing import TYPE_CHECKING
 
 from medssl import paths
 from medssl.io import write_text
+from medssl.report.convergence import runs_convergence, summary_markdown
 from medssl.report.build import (COUNTS, EMPTY, HEADLINE, TableData, build_table, lower_is_better, metric_label,
                                  unit)
 from medssl.report.inputs import LONG_COLUMNS, collect, read_metrics, reference_row, study_metrics
@@ -78,10 +81,13 @@ def write_tables(study: str, files: Sequence[Path], methods_order: Sequence[str]
     """
     df = collect(files)
     table = build_table(df, metrics, methods_order, datasets_order, protocols_order, reference, settings)
+    # below the Markdown table: whether each row's runs had reached their plateau (medssl.report.convergence)
+    conv = summary_markdown(runs_convergence(files), methods_order, reference, settings)
     out = {}
     for ext, render in (("md", to_markdown), ("tex", to_latex), ("csv", to_csv)):
         out[ext] = paths.table(study, ext, base)
-        write_text(out[ext], render(table))
+        text = render(table)
+        write_text(out[ext], text + ("\n" + conv if ext == "md" and conv else ""))
     return out
 
 

@@ -41,7 +41,7 @@ from medssl.nn.checkpoint import load_backbone
 from medssl.nn.heads import ClassificationHead, SegmentationHead
 from medssl.train.common import log, progress_bar, setup
 from medssl.train.distributed import resolve_device
-from medssl.train.optim import build_optimizer
+from medssl.train.optim import build_optimizer, build_schedule
 from medssl.train.resume import (STATE_VERSION, Preempted, Preemption, autocast, capture_rng, due, epoch_batches,
                                  fingerprint, load_state, randomizable_states, save_state, set_randomizable_states,
                                  to_cpu)
@@ -114,6 +114,7 @@ def downstream(params: Params, study: str, dataset: str, protocol: str, method: 
     test_ds = make_dataset(test_entries, spec.task, train=False)
     loss_fn = _loss(spec.task)
     opt = build_optimizer(trainable, cfg)  # downstream.optimizer / weight_decay (default: Adam, as GVSL)
+    sched = build_schedule(opt, cfg)  # constant or warm-up + cosine to 0, stepped per optimiser step
     child = f"{protocol}/{paths.frac_tag(fraction)}/{paths.seed_tag(seed)}"
     run_params = {**cfg.model_dump(), "fraction": fraction, "seed": seed, "protocol": protocol,
                   "n_train": len(train_entries), "n_trainable": sum(p.numel() for p in trainable)}
@@ -133,6 +134,8 @@ def downstream(params: Params, study: str, dataset: str, protocol: str, method: 
         if state is not None:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
+            if state.get("scheduler") is not None:
+                sched.load_state_dict(state["scheduler"])
             set_randomizable_states(train_ds.transform, state["data_rng"])
             start_epoch, start_step, global_step = state["epoch"], state["step"], state["global_step"]
             history, losses, pending_rng = state["history"], state["epoch_losses"], state["rng"]
@@ -147,7 +150,7 @@ def downstream(params: Params, study: str, dataset: str, protocol: str, method: 
             save_state(state_path, {
                 "version": STATE_VERSION, "fingerprint": fingerprint(config), "config": config,
                 "epoch": epoch, "step": step, "global_step": global_step,
-                "model": to_cpu(model.state_dict()), "optimizer": to_cpu(opt.state_dict()), "scheduler": None,
+                "model": to_cpu(model.state_dict()), "optimizer": to_cpu(opt.state_dict()), "scheduler": sched.state_dict(),
                 "rng": capture_rng(), "data_rng": randomizable_states(train_ds.transform),
                 "history": history, "epoch_losses": list(losses), "best_metric": best_metric,
                 "best_epoch": best_epoch, "best_state": to_cpu(best_state)})
@@ -172,6 +175,7 @@ def downstream(params: Params, study: str, dataset: str, protocol: str, method: 
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
+                    sched.step()
                     losses.append(float(loss.detach()))
                     timing["train_steps_s"] += time.perf_counter() - t_step
                     global_step += 1
