@@ -113,12 +113,14 @@ def test_run_template_writes_metrics_and_table(tiny, monkeypatch):
         assert r.n == (value is not None)
     md = written["md"].read_text()
     assert "misses ↓" in md and "unet" in md and "diffeo_trained" in md
+    assert "## Convergence" in md and "| **unet** | phantom_breast | train loss |" in md  # the per-step loss curve
 
 
 def test_run_template_is_deterministic(tiny):
     a = run_template(tiny, "template", "diffeo_trained", 3, progress=False)
     b = run_template(tiny, "template", "diffeo_trained", 3, progress=False)
     assert a["metrics"] == b["metrics"] and a["final_loss"] == b["final_loss"]
+    assert len(a["history"]) == a["steps"] and a["history"][-1] == pytest.approx(a["final_loss"], abs=1e-6)
 
 
 def test_run_template_rejects_bad_names(tiny):

@@ -113,6 +113,7 @@ def run_template(params: Params, study: str, model_name: str, seed: int, progres
                   "undefined": {**undefined_reasons(metrics), **{k: v for i, row in enumerate(per_case) for k, v in
                                                                  undefined_reasons(row, f"per_case.{i}").items()}},
                   "final_loss": losses[-1], "steps": cfg.steps,
+                  "history": [round(float(v), 6) for v in losses],  # per-step loss (medssl.report.convergence)
                   "seconds": round(time.time() - t0, 2)}
         out = paths.method_metrics(study, st.dataset, model_name, seed)
         record = write_json(out, record)  # what is on disk: null where undefined
