@@ -24,7 +24,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 #: significance level of the marks and of the first marker
 ALPHA = 0.05
@@ -53,6 +52,9 @@ def paired_p(a: pd.Series, b: pd.Series) -> float:
         return 1.0
     if np.all(diff == diff[0]):
         return 0.0
+    from scipy import stats  # here, not at the top: the Snakefile imports this module (via claims) at parse time,
+    # and scipy.stats takes ~3 s to import, which a rerun with nothing to do would pay (issue 14: rerun <= 2 s)
+
     return float(stats.ttest_rel(pairs["a"], pairs["b"]).pvalue)
 
 
