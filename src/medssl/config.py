@@ -261,7 +261,7 @@ class PretrainSpec(_Strict):
     # save the full training state every k steps (0: only at the end of each epoch); also at every
     # epoch end and on SIGTERM / SIGUSR1 (medssl.train.resume). Not part of the resume fingerprint.
     checkpoint_every: int = Field(100, ge=0)
-    amp: bool = False  # bf16 autocast on CUDA (ignored on the CPU)
+    amp: bool = False  # bf16 autocast of the networks, CUDA or CPU; losses stay fp32 (medssl.nn.precision)
     # optimiser and learning-rate schedule (medssl.train.optim); the defaults keep Adam at a constant lr.
     # S2DC (supplement Sec. C, published code): adamw, weight_decay 0.1, warmup_cosine, 500 of 100k steps.
     optimizer: Literal["adam", "adamw"] = "adam"

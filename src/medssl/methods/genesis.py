@@ -19,6 +19,7 @@ from torch import nn
 from medssl.methods.base import PretrainMethod
 from medssl.methods.pretext import Pretext, restoration_psnr
 from medssl.nn.heads import RestorationHead
+from medssl.nn.precision import fp32
 from medssl.transforms.genesis import GenesisDamage
 
 
@@ -49,8 +50,9 @@ class Genesis(PretrainMethod):
         """
         damaged = self.local(self.damage.batch(batch))
         batch = self.local(batch)
-        restored = torch.sigmoid(self.head(self.backbone(damaged)["local"]))
-        loss = F.mse_loss(restored, batch)
+        logits = self.head(self.backbone(damaged)["local"])
+        with fp32(logits, batch) as (logits, batch):  # the loss in fp32 under bf16 autocast (nn.precision)
+            loss = F.mse_loss(torch.sigmoid(logits), batch)
         return loss, {"mse": float(loss.detach())}
 
     def pretext_scores(self, images: torch.Tensor, labels: torch.Tensor | None, n_classes: int) -> Pretext:

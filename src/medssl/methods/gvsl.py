@@ -53,6 +53,7 @@ from medssl.geometry.affine import affine_ddf, affine_matrix, fuse_fixed_frame
 from medssl.geometry.warp import warp
 from medssl.methods.base import PretrainMethod
 from medssl.methods.pretext import Pretext, warped_label_dice
+from medssl.nn.precision import fp32
 from medssl.nn.heads import RestorationHead
 from medssl.nn.registration_heads import AffineHead, DeformableHead
 from medssl.transforms.genesis import GenesisDamage
@@ -119,11 +120,15 @@ class GVSL(PretrainMethod):
         docstring), A's local features are warped by the affine into B's frame
         before the deformable head compares them with B's, and the field is
         composed after the affine (:func:`~medssl.geometry.affine.fuse_fixed_frame`).
+        The heads may run under bf16 autocast; the warp of the features and the
+        fusion run in fp32 and every returned tensor is fp32.
         """
         matrix = self.affine_head(feats_a["global"], feats_b["global"], shape)
-        local_a = warp(feats_a["local"], affine_ddf(matrix, tuple(feats_a["local"].shape[2:])))
+        with fp32(matrix, feats_a["local"]) as (matrix, local_a):
+            local_a = warp(local_a, affine_ddf(matrix, tuple(local_a.shape[2:])))
         deformable = self.deform_head(local_a, feats_b["local"])
-        return {"matrix": matrix, "deformable": deformable, "dvf": fuse_fixed_frame(matrix, deformable)}
+        with fp32(deformable) as (deformable,):
+            return {"matrix": matrix, "deformable": deformable, "dvf": fuse_fixed_frame(matrix, deformable)}
 
     @torch.no_grad()
     def predict_dvf(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -164,16 +169,28 @@ class GVSL(PretrainMethod):
             b = self._augment(b)
             damaged = self.damage.batch(a)
             a, b, damaged = self.local(a), self.local(b), self.local(damaged)
+        return self.prepared_loss(a, b, damaged)
+
+    def prepared_loss(self, a: torch.Tensor, b: torch.Tensor,
+                      damaged: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Alg. 1 lines 6-11 on augmented pairs: ``damaged`` is A after the Genesis damage.
+
+        The networks (backbone and heads) may run under bf16 autocast; the
+        fused field, the warp, the pre-smoothing, NCC, smoothness and MSE run
+        in fp32 (:func:`medssl.nn.precision.fp32`): NCC is a windowed
+        variance, which bf16 turns into noise.
+        """
         fa, fb = self.backbone(damaged), self.backbone(b)
         reg = self.register(fa, fb, tuple(a.shape[2:]))
-        moved = warp(a, reg["dvf"])
-        l_ncc = self.ncc(self.presmooth(moved), self.presmooth(b))
-        with warnings.catch_warnings():  # a torch indexing deprecation inside MONAI's DiffusionLoss
-            warnings.simplefilter("ignore", UserWarning)
-            l_smooth = self.smooth(reg["deformable"])
-        restored = torch.sigmoid(self.restore_head(fa["local"]))
-        l_mse = F.mse_loss(restored, a)
-        w = self.weights
-        loss = w["ncc"] * l_ncc + w["smooth"] * l_smooth + w["mse"] * l_mse
+        restored_logits = self.restore_head(fa["local"])
+        with fp32(restored_logits, a, b) as (restored_logits, a, b):
+            moved = warp(a, reg["dvf"])
+            l_ncc = self.ncc(self.presmooth(moved), self.presmooth(b))
+            with warnings.catch_warnings():  # a torch indexing deprecation inside MONAI's DiffusionLoss
+                warnings.simplefilter("ignore", UserWarning)
+                l_smooth = self.smooth(reg["deformable"])
+            l_mse = F.mse_loss(torch.sigmoid(restored_logits), a)
+            w = self.weights
+            loss = w["ncc"] * l_ncc + w["smooth"] * l_smooth + w["mse"] * l_mse
         return loss, {"ncc": float(l_ncc.detach()), "smooth": float(l_smooth.detach()),
                       "mse": float(l_mse.detach())}

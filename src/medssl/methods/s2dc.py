@@ -71,6 +71,7 @@ from torch import nn
 from medssl.methods.base import PretrainMethod
 from medssl.methods.pretext import Pretext, match_accuracy
 from medssl.methods.s2dc_dictionary import KeyQueue, dictionary_exclusions, info_nce
+from medssl.nn.precision import fp32
 from medssl.ot.matching import SinkhornMatcher, correspondence, dual_softmax, matching_loss, patch_nll
 from medssl.ot.sharpe import sharpe_weights
 
@@ -244,8 +245,8 @@ class S2DC(PretrainMethod):
         Sinkhorn (Alg. 1, with a dustbin: (B, N+1, M+1)) or dual-softmax (D.3),
         both on the similarities divided by λ, in float32 outside autocast.
         """
-        with torch.autocast(device_type=tokens_a.device.type, enabled=False):  # einsum would run in bf16
-            sim = torch.einsum("bnc,bmc->bnm", tokens_a.float(), tokens_b.float())
+        with fp32(tokens_a, tokens_b) as (tokens_a, tokens_b):  # einsum would run in bf16 (nn.precision)
+            sim = torch.einsum("bnc,bmc->bnm", tokens_a, tokens_b)
             if self.operator == "sinkhorn":
                 log_assign = self.matcher(sim)
             else:
@@ -304,8 +305,9 @@ class S2DC(PretrainMethod):
         """
         n = k.shape[0] // 2
         rows = torch.arange(2 * n, device=q.device) if rows is None else rows.to(q.device)
-        queue = self.queue_keys().detach().clone().to(q)  # enqueue() writes in place later
-        return info_nce(q, k, rows, queue, self.temperature, dictionary_exclusions(rows, n, duplicate))
+        queue = self.queue_keys().detach().clone()  # enqueue() writes in place later
+        with fp32(q, k, queue) as (q, k, queue):  # logits over the batch and the queue: fp32 under autocast
+            return info_nce(q, k, rows, queue.to(q), self.temperature, dictionary_exclusions(rows, n, duplicate))
 
     # ------------------------------------------------------------------- loss
     def loss(self, batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:

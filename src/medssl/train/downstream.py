@@ -16,7 +16,7 @@ validation) and on ``SIGTERM`` / ``SIGUSR1`` (then
 rerun continues bit-identically and the state is deleted once
 ``metrics.json`` is written. Model and batches go to one device
 (:func:`medssl.train.distributed.resolve_device`), training under bf16
-autocast on CUDA with ``downstream.amp``. One process only (no DDP).
+autocast (CUDA or CPU, :mod:`medssl.nn.precision`) with ``downstream.amp``. One process only (no DDP).
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ from medssl.nn.heads import ClassificationHead, SegmentationHead
 from medssl.train.common import log, progress_bar, setup
 from medssl.train.distributed import resolve_device
 from medssl.train.optim import build_optimizer, build_schedule
-from medssl.train.resume import (STATE_VERSION, Preempted, Preemption, autocast, capture_rng, due, epoch_batches,
+from medssl.nn.precision import autocast
+from medssl.train.resume import (STATE_VERSION, Preempted, Preemption, capture_rng, due, epoch_batches,
                                  fingerprint, load_state, randomizable_states, save_state, set_randomizable_states,
                                  to_cpu)
 from medssl.train.evaluation import classification_metrics, segmentation_metrics, summarise
@@ -107,8 +108,6 @@ def downstream(params: Params, study: str, dataset: str, protocol: str, method: 
     log.info("downstream: study=%s dataset=%s protocol=%s method=%s fraction=%s seed=%d "
              "(%d train / %d val / %d test cases) device=%s", study, dataset, protocol, method, fraction, seed,
              len(train_entries), len(val_entries), len(test_entries), dev)
-    if cfg.amp and dev.type != "cuda":
-        log.warning("downstream: amp (bf16 autocast) is for CUDA only; training in float32 on %s", dev)
     train_ds = make_dataset(train_entries, spec.task, patch=cfg.patch, train=True, seed=seed)
     val_ds = make_dataset(val_entries, spec.task, train=False)
     test_ds = make_dataset(test_entries, spec.task, train=False)
@@ -171,7 +170,8 @@ def downstream(params: Params, study: str, dataset: str, protocol: str, method: 
                 for step, batch in enumerate(bar, start + 1):
                     t_step = time.perf_counter()
                     with autocast(cfg.amp, dev):
-                        loss = loss_fn(model(batch["image"].to(dev)), _to(batch["label"], dev))
+                        logits = model(batch["image"].to(dev))
+                    loss = loss_fn(logits.float(), _to(batch["label"], dev))  # the loss in fp32 (nn.precision)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()

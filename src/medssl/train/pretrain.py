@@ -20,7 +20,7 @@ so a resumed run still reports them.
 
 Devices and processes: the model and batches go to one device
 (:func:`medssl.train.distributed.resolve_device`), optionally under bf16
-autocast on CUDA (``pretrain.amp``). Under ``torchrun --nproc_per_node N``
+autocast on CUDA or the CPU (``pretrain.amp``, :mod:`medssl.nn.precision`). Under ``torchrun --nproc_per_node N``
 the method is wrapped in ``DistributedDataParallel``: every rank loads the
 same global batch of ``batch_size`` volumes, the method draws its random
 augmentation for all of it and trains on ``batch_size / N`` of them; only
@@ -44,7 +44,8 @@ from medssl.nn.checkpoint import save_backbone
 from medssl.train import distributed, pretext
 from medssl.train.optim import build_optimizer, build_schedule
 from medssl.train.common import build_backbone, log, progress_bar, setup
-from medssl.train.resume import (STATE_VERSION, Preempted, Preemption, autocast, capture_rng, due, epoch_batches,
+from medssl.nn.precision import autocast
+from medssl.train.resume import (STATE_VERSION, Preempted, Preemption, capture_rng, due, epoch_batches,
                                  fingerprint, load_state, randomizable_states, save_state, set_randomizable_states,
                                  to_cpu)
 
@@ -149,8 +150,6 @@ def _train(params: Params, study: str, method: str, model, cfg: PretrainSpec, st
     if cfg.batch_size % dist_env.world_size:
         raise ValueError(f"batch_size {cfg.batch_size} (the global batch) does not split over "
                          f"{dist_env.world_size} processes")
-    if cfg.amp and dev.type != "cuda":
-        log.warning("pretrain: amp (bf16 autocast) is for CUDA only; training in float32 on %s", dev)
     unchecked = check_study(params, study, require=False)  # no downstream validation / test case is pre-trained on
     if unchecked:
         log.warning("pretrain: %s not preprocessed yet, so not checked for leakage here (the downstream jobs "

@@ -27,7 +27,6 @@ SLURM wrapper or Snakemake's ``--retries`` can use to requeue the job.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -241,13 +240,6 @@ def epoch_batches(make_loader: Callable[[], Iterable[Any]], pending_rng: dict[st
     if pending_rng is not None:
         restore_rng(pending_rng)
     return batches
-
-
-def autocast(amp: bool, device: torch.device):
-    """bf16 autocast on CUDA when ``amp`` is set; a no-op context otherwise."""
-    if amp and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def to_cpu(obj: Any) -> Any:
