@@ -131,28 +131,34 @@ def cmd_downstream(args: argparse.Namespace) -> int:
 
 def cmd_template(args: argparse.Namespace) -> int:
     from medssl.template.study import run_template
+    from medssl.train.common import run_seeds
 
     p = _params(args)
     _known(args.study, p.studies, "study")
-    run_template(p, args.study, args.model, args.seed, progress=args.progress)
+    run_seeds(lambda seed: run_template(p, args.study, args.model, seed, progress=args.progress),
+              args.seed or [0], f"template {args.study} {args.model}")
     return 0
 
 
 def cmd_stn(args: argparse.Namespace) -> int:
     from medssl.stn.study import run_stn
+    from medssl.train.common import run_seeds
 
     p = _params(args)
     _known(args.study, p.studies, "study")
-    run_stn(p, args.study, args.model, args.seed, progress=args.progress)
+    run_seeds(lambda seed: run_stn(p, args.study, args.model, seed, progress=args.progress),
+              args.seed or [0], f"stn {args.study} {args.model}")
     return 0
 
 
 def cmd_uda(args: argparse.Namespace) -> int:
     from medssl.uda.study import run_uda
+    from medssl.train.common import run_seeds
 
     p = _params(args)
     _known(args.study, p.studies, "study")
-    run_uda(p, args.study, args.method, args.direction, args.seed, progress=args.progress)
+    run_seeds(lambda seed: run_uda(p, args.study, args.method, args.direction, seed, progress=args.progress),
+              args.seed or [0], f"uda {args.study} {args.method} {args.direction}")
     return 0
 
 
@@ -277,18 +283,21 @@ def build_parser() -> argparse.ArgumentParser:
              "diffeomorphic template transformers); writes its metrics.json")
     sp.add_argument("study")
     sp.add_argument("model", help="a key of the study's models")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--seed", type=int, action="append",
+                    help="run seed (default 0); repeat it to run several seeds in this one process")
     sp = add("stn", cmd_stn, "train + evaluate one classifier of an stn study (Table 1, rotated digits); "
              "writes its metrics.json")
     sp.add_argument("study")
     sp.add_argument("model", help="a key of the study's models")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--seed", type=int, action="append",
+                    help="run seed (default 0); repeat it to run several seeds in this one process")
     sp = add("uda", cmd_uda, "train one method of a uda study on a labelled source and an unlabelled target "
              "modality, evaluate on the target; writes its metrics.json")
     sp.add_argument("study")
     sp.add_argument("method", help="a key of the study's models")
     sp.add_argument("direction", help="a direction of the study (its name, or <source>_to_<target>)")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--seed", type=int, action="append",
+                    help="run seed (default 0); repeat it to run several seeds in this one process")
     sp = add("table", cmd_table, "write results/<study>/table.{md,tex,csv} from the metrics.json files")
     sp.add_argument("study")
     sp.add_argument("--show", action="store_true", help="print the Markdown table")

@@ -142,5 +142,5 @@ def test_quick_preset_is_the_short_run_of_every_study(tmp_path):
     assert default.datasets["phantom_corpus"].source.n_cases >= 64
     res = run(["snakemake", "--dry-run", "--configfile", "workflow/presets/quick.yaml"], project)
     counts = _job_counts(res.stdout + res.stderr)
-    # 4 methods x 2 protocols x 2 fractions x 2 datasets rows, all seeds of a row in one job
-    assert counts["downstream_ssl3d"] == 32 and counts["template"] == 27, counts
+    # 4 methods x 2 protocols x 2 fractions x 2 datasets rows; all seeds of a row in one job (template too)
+    assert counts["downstream_ssl3d"] == 32 and counts["template_template"] == 9, counts  # 9 models x 3 seeds

@@ -145,3 +145,14 @@ def test_run_stn_writes_metrics_and_table(tiny):
     assert "stn_diffeo" in md and "accuracy" in md
     with pytest.raises(ValueError, match="is not a study of kind 'stn'"):
         run_stn(p, "template", "cnn", 0)
+
+
+def test_stn_seeds_grouped_in_one_process_equal_single_runs(tiny):
+    """group_seeds: a seed run after another in the same process gives what it gives alone."""
+    from medssl.train.common import run_seeds
+
+    alone = run_stn(tiny, "stn", "stn_diffeo", 1, progress=False)
+    grouped = run_seeds(lambda s: run_stn(tiny, "stn", "stn_diffeo", s, progress=False), [0, 1], "stn")
+    assert [r["seed"] for r in grouped] == [0, 1]
+    assert grouped[1]["metrics"] == alone["metrics"] and grouped[1]["history"] == alone["history"]
+    assert grouped[0]["metrics"] != alone["metrics"]

@@ -69,3 +69,30 @@ def test_cli_runs_repeated_seeds_in_one_process(tiny, monkeypatch, tmp_path):
     seen.clear()
     assert main(["downstream", "--params", str(params), "ssl3d", "phantom_organs", "linear", "scratch"]) == 0
     assert seen == [(0, False)]  # one seed: the state goes as soon as metrics.json is written
+
+
+def test_run_seeds_runs_every_seed_and_names_the_failures():
+    from medssl.train.common import run_seeds
+    from medssl.train.resume import Preempted
+
+    seen = []
+
+    def one(seed):
+        seen.append(seed)
+        if seed in (1, 3):
+            raise ValueError(f"bad case in seed {seed}")
+        return seed * 10
+
+    assert run_seeds(lambda s: s * 10, [0, 2], "stn x") == [0, 20]
+    with pytest.raises(RuntimeError, match=r"stn x: 2 of 4 seeds failed \(seed 1: bad case in seed 1; seed 3"):
+        run_seeds(one, [0, 1, 2, 3], "stn x")
+    assert seen == [0, 1, 2, 3]  # the failures did not stop the other seeds
+
+    def preempted(seed):
+        seen.append(seed)
+        raise Preempted(15, 7, "state.pt")
+
+    seen.clear()
+    with pytest.raises(Preempted):
+        run_seeds(preempted, [0, 1], "template y")
+    assert seen == [0]  # preemption stops the row at once

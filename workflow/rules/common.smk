@@ -84,6 +84,11 @@ def study_runs(study):
     return [str(p) for p in study_metrics(P, study)]
 
 
+def seed_flags(study):
+    """`--seed s` for every seed of ``study``: the command line of a row whose seeds run in one job."""
+    return " ".join(f"--seed {s}" for s in P.studies[study].seeds)
+
+
 def alternatives(names):
     """A wildcard constraint matching exactly one of ``names``."""
     return "|".join(re.escape(n) for n in names)

@@ -45,7 +45,7 @@ else:
             params:
                 train=json.dumps(P.downstream.model_dump(mode="json", exclude={"checkpoint_every"}), sort_keys=True),
                 dataset=lambda w: section(P.datasets[w.dataset]),
-                seeds=" ".join(f"--seed {s}" for s in P.studies[_study].seeds),
+                seeds=seed_flags(_study),
                 study=_study,
             threads: P.downstream.num_threads
             conda:

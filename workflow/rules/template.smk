@@ -1,12 +1,13 @@
-# Diffeomorphic template transformers: the template study (Tables 2/3, one job per
-# model x seed on a preprocessed binary segmentation dataset) and the stn study
-# (Table 1, one job per classifier x seed on rotated digits).
+# Diffeomorphic template transformers: the template study (Tables 2/3, a preprocessed binary
+# segmentation dataset) and the stn study (Table 1, rotated digits). As for downstream runs,
+# group_seeds: true (the default profile) runs all seeds of a row (model) in one job and process
+# (`--seed 0 --seed 1 ...`); group_seeds: false (the SLURM profile) gives one job per model x seed.
 
 _TEMPLATE = P.studies_of_kind("template")
 _STN = P.studies_of_kind("stn")
 
 
-if _TEMPLATE:
+if _TEMPLATE and not P.group_seeds:
 
     rule template:
         input:
@@ -28,8 +29,30 @@ if _TEMPLATE:
             "medssl template --params .medssl/params.yaml {wildcards.study} {wildcards.model}"
             " --seed {wildcards.seed} 2> {log}"
 
+for _study in _TEMPLATE if P.group_seeds else []:
 
-if _STN:
+    rule:
+        name:
+            f"template_{_study}"
+        input:
+            datalist=str(paths.datalist(P.studies[_study].dataset)),
+        output:
+            [str(paths.method_metrics(_study, P.studies[_study].dataset, "{model}", s)) for s in P.studies[_study].seeds],
+        params:
+            model=lambda w, study=_study: section(P.studies[study].models[w.model]),
+            train=section(P.studies[_study].train),
+            seeds=seed_flags(_study),
+            study=_study,
+        threads: P.studies[_study].train.num_threads
+        conda:
+            "../envs/medssl.yaml"
+        log:
+            f"logs/template/{_study}/{{model}}/seeds.log",
+        shell:
+            "medssl template --params .medssl/params.yaml {params.study} {wildcards.model} {params.seeds} 2> {log}"
+
+
+if _STN and not P.group_seeds:
 
     rule stn:
         output:
@@ -48,3 +71,23 @@ if _STN:
         shell:
             "medssl stn --params .medssl/params.yaml {wildcards.study} {wildcards.model}"
             " --seed {wildcards.seed} 2> {log}"
+
+for _study in _STN if P.group_seeds else []:
+
+    rule:
+        name:
+            f"stn_{_study}"
+        output:
+            [str(paths.method_metrics(_study, "rotated_digits", "{model}", s)) for s in P.studies[_study].seeds],
+        params:
+            model=lambda w, study=_study: section(P.studies[study].models[w.model]),
+            study=section(P.studies[_study].model_dump(mode="json", exclude={"models", "title"})),
+            seeds=seed_flags(_study),
+            name=_study,
+        threads: P.studies[_study].num_threads
+        conda:
+            "../envs/medssl.yaml"
+        log:
+            f"logs/stn/{_study}/{{model}}/seeds.log",
+        shell:
+            "medssl stn --params .medssl/params.yaml {params.name} {wildcards.model} {params.seeds} 2> {log}"
