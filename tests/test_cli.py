@@ -53,3 +53,17 @@ def test_unknown_dataset_is_named(capsys, monkeypatch):
 def test_console_script_installed():
     res = subprocess.run([str(Path(sys.executable).parent / "medssl"), "--version"], capture_output=True, text=True)
     assert res.returncode == 0 and res.stdout.startswith("medssl ")
+
+
+def test_training_stages_leave_by_fast_exit_with_their_status_and_flushed_output():
+    """`medssl stn` (a FAST_EXIT stage) ends with os._exit: its status and its last log lines survive."""
+    code = ("import atexit, sys; from medssl import cli; atexit.register(lambda: print('ATEXIT', flush=True)); "
+            "cli.run(sys.argv[1:])")
+    res = subprocess.run([sys.executable, "-c", code, "stn", "stn", "nosuch", "--params", str(ROOT / "params.yaml")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert res.returncode == 1, res.stderr
+    assert res.stderr.splitlines()[-1].startswith("error: model 'nosuch' is not in study 'stn'"), res.stderr
+    assert "ATEXIT" not in res.stdout  # the interpreter's teardown (atexit handlers) was skipped
+    other = subprocess.run([sys.executable, "-c", code, "check", "--params", str(ROOT / "params.yaml")],
+                           capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert other.returncode == 0 and "ATEXIT" in other.stdout  # other stages exit normally

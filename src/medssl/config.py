@@ -455,7 +455,8 @@ class UdaStudySpec(_RowStudy):
         for d in self.directions:
             if d.label == label:
                 return d
-        raise ValueError(f"direction {label!r} is not in the study; its directions: {', '.join(self.datasets)}")
+        known = ", ".join(d.label for d in self.directions)
+        raise ValueError(f"direction {label!r} is not in the study; its directions: {known}")
 
 
 def _study_kind(value: Any) -> str:

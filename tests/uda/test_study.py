@@ -116,7 +116,7 @@ def test_bad_names_and_directions(tiny):
         run_uda(tiny, "template", "cmevae", "bssfp_to_lge", 0)
     with pytest.raises(ValueError, match="method 'nope' is not in study 'uda2d'"):
         run_uda(tiny, "uda2d", "nope", "bssfp_to_lge", 0)
-    with pytest.raises(ValueError, match="direction 'x_to_y' is not in the study"):
+    with pytest.raises(ValueError, match="direction 'x_to_y' is not in the study; its directions: .*bssfp_to_lge"):
         run_uda(tiny, "uda2d", "cmevae", "x_to_y", 0)
 
 
