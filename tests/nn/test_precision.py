@@ -84,3 +84,15 @@ def test_autocast_off_is_a_no_op_and_unknown_devices_are_refused():
         assert (torch.randn(2, 2) @ torch.randn(2, 2)).dtype == torch.float32
     with pytest.raises(ValueError, match="cuda and cpu"):
         autocast(True, "mps")
+
+
+def test_plain_drops_monai_metadata_without_copying():
+    from monai.data import MetaTensor
+
+    from medssl.nn.precision import plain
+
+    m = MetaTensor(torch.arange(6.0).view(1, 2, 3), affine=torch.eye(4) * 2)
+    p = plain(m)
+    assert type(p) is torch.Tensor and torch.equal(p, m.as_tensor()) and p.data_ptr() == m.data_ptr()
+    t = torch.ones(2)
+    assert plain(t) is t

@@ -1,4 +1,4 @@
-"""Mixed precision: bf16 autocast for the networks, fp32 islands for the maths that needs it.
+"""Mixed precision (bf16 autocast for the networks, fp32 islands for the maths that needs it) and plain tensors.
 
 ``amp: true`` (pre-training and downstream) runs the forward pass under
 ``torch.autocast(dtype=torch.bfloat16)`` on CUDA and on the CPU alike (on CPUs
@@ -52,3 +52,14 @@ def fp32(*tensors: torch.Tensor):
             if kind in ("cuda", "cpu"):
                 stack.enter_context(torch.autocast(device_type=kind, enabled=False))
         yield tuple(t.float() if t.is_floating_point() else t for t in tensors)
+
+
+def plain(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as a plain ``torch.Tensor``: a MONAI ``MetaTensor``'s data without its metadata tracking.
+
+    Inside a training step the metadata (affine, applied operations) is never
+    read, and every op on a MetaTensor pays for propagating it (issue 15:
+    about 10 ms of a 184 ms downstream step). Shares the memory; no copy.
+    """
+    as_tensor = getattr(x, "as_tensor", None)
+    return as_tensor() if callable(as_tensor) else x

@@ -42,7 +42,7 @@ from medssl.nn.heads import ClassificationHead, SegmentationHead
 from medssl.train.common import log, progress_bar, setup
 from medssl.train.distributed import resolve_device
 from medssl.train.optim import build_optimizer, build_schedule
-from medssl.nn.precision import autocast
+from medssl.nn.precision import autocast, plain
 from medssl.train.resume import (STATE_VERSION, Preempted, Preemption, capture_rng, due, epoch_batches,
                                  fingerprint, load_state, randomizable_states, save_state, set_randomizable_states,
                                  to_cpu)
@@ -170,7 +170,7 @@ def downstream(params: Params, study: str, dataset: str, protocol: str, method: 
                 for step, batch in enumerate(bar, start + 1):
                     t_step = time.perf_counter()
                     with autocast(cfg.amp, dev):
-                        logits = model(batch["image"].to(dev))
+                        logits = model(plain(batch["image"]).to(dev))
                     loss = loss_fn(logits.float(), _to(batch["label"], dev))  # the loss in fp32 (nn.precision)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
@@ -266,8 +266,8 @@ def downstream_seeds(params: Params, study: str, dataset: str, protocol: str, me
 
 
 def _to(label, dev: torch.device):
-    """A batch's labels on ``dev`` (segmentation maps are tensors; classification labels may be a list)."""
-    return label.to(dev) if isinstance(label, torch.Tensor) else label
+    """A batch's labels on ``dev`` as a plain tensor (segmentation maps; classification labels may be a list)."""
+    return plain(label).to(dev) if isinstance(label, torch.Tensor) else label
 
 
 def _loss(task: str):

@@ -44,7 +44,7 @@ from medssl.nn.checkpoint import save_backbone
 from medssl.train import distributed, pretext
 from medssl.train.optim import build_optimizer, build_schedule
 from medssl.train.common import build_backbone, log, progress_bar, setup
-from medssl.nn.precision import autocast
+from medssl.nn.precision import autocast, plain
 from medssl.train.resume import (STATE_VERSION, Preempted, Preemption, capture_rng, due, epoch_batches,
                                  fingerprint, load_state, randomizable_states, save_state, set_randomizable_states,
                                  to_cpu)
@@ -217,7 +217,7 @@ def _train(params: Params, study: str, method: str, model, cfg: PretrainSpec, st
             bar = progress_bar(batches, steps - start, f"pretrain {method} epoch {epoch + 1}/{cfg.epochs}", progress)
             for step, batch in enumerate(bar, start + 1):
                 with autocast(cfg.amp, dev):
-                    loss, _ = net(batch["image"].to(dev, non_blocking=True))
+                    loss, _ = net(plain(batch["image"]).to(dev, non_blocking=True))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
