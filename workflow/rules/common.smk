@@ -28,7 +28,7 @@ if _leaks:
 # Every job reads the configuration this run was started with (params.yaml
 # merged with any --configfile / --config) from .medssl/params.yaml, written
 # atomically and only when it changed. Rules pass it as `--params`.
-_text = yaml.safe_dump(config, sort_keys=False)  # key order is row order (e.g. template models)
+_text = yaml.dump(config, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False)  # key order is row order (e.g. template models)
 _effective = ".medssl/params.yaml"
 if not os.path.exists(_effective) or open(_effective).read() != _text:
     os.makedirs(".medssl", exist_ok=True)

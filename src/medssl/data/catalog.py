@@ -24,7 +24,7 @@ def _load_text() -> str:
 
 def raw_catalog() -> dict[str, dict[str, Any]]:
     """The catalog as plain mappings (a fresh copy), keyed by dataset name."""
-    data = yaml.safe_load(_load_text()) or {}
+    data = yaml.load(_load_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
     datasets = data.get("datasets", {})
     if not isinstance(datasets, dict):
         raise ValueError(f"medssl/data/{CATALOG_FILE}: `datasets` must be a mapping")
