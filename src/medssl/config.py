@@ -15,6 +15,7 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PositiveFloat
                       model_validator)
 
 from medssl import registry
+from medssl.yamlfile import DuplicateKeyError, read_yaml
 
 Triple = tuple[float, float, float]
 IntTriple = tuple[int, int, int]
@@ -630,17 +631,15 @@ def parse(data: dict[str, Any], source: str = "params.yaml") -> Params:
         raise ConfigError(f"{source}: invalid configuration\n" + "\n".join(lines)) from None
 
 
-# libyaml's parser when PyYAML was built with it (8x faster on the catalog), else the pure-Python one
-YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
 def load(path: str | Path = "params.yaml") -> Params:
     """Read and validate ``path``."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: configuration file not found")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=YAML_LOADER) or {}
+        data = read_yaml(path) or {}
+    except DuplicateKeyError as exc:
+        raise ConfigError(str(exc)) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):

@@ -38,3 +38,12 @@ def test_s2dc_ablation_preset_dry_run(tmp_path):
     for method in ("s2dc_sinkhorn10", "s2dc_sinkhorn100", "s2dc_dual_softmax"):
         assert f"medssl pretrain --params .medssl/params.yaml s2dc_ablation {method}" in out, out[-3000:]
     assert "medssl pretrain --params .medssl/params.yaml ssl3d" not in out  # only the target's DAG
+
+
+def test_snakemake_refuses_a_repeated_key_in_a_configfile_layer(tmp_path):
+    project = copy_project(tmp_path)
+    (project / "layer.yaml").write_text("downstream:\n  epochs: 50\n  lr: 0.001\n  epochs: 2\n")
+    res = run(["snakemake", "--dry-run", "--configfile", "layer.yaml"], project, check=False)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "layer.yaml: key 'epochs' appears twice in one mapping, at line 2 and at line 4" in out, out[-3000:]

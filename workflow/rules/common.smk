@@ -11,6 +11,16 @@ from medssl import config as medssl_config
 from medssl import paths
 from medssl.report.inputs import study_metrics
 
+# Every configuration file Snakemake read (params.yaml and each --configfile layer), strictly: a key
+# repeated in one mapping, which YAML silently resolves to the last, is an error naming file and lines.
+from medssl.yamlfile import DuplicateKeyError, read_yaml
+
+for _file in workflow.configfiles:
+    try:
+        read_yaml(_file)
+    except DuplicateKeyError as exc:
+        raise WorkflowError(f"invalid configuration: {exc}")
+
 validate(config, workflow.source_path("../schemas/params.schema.json"), set_default=False)
 try:
     P = medssl_config.parse(config, "params.yaml (with any --configfile/--config)")

@@ -12,7 +12,7 @@ import functools
 from importlib import resources
 from typing import Any
 
-import yaml
+from medssl.yamlfile import loads
 
 CATALOG_FILE = "catalog.yaml"
 
@@ -24,7 +24,7 @@ def _load_text() -> str:
 
 def raw_catalog() -> dict[str, dict[str, Any]]:
     """The catalog as plain mappings (a fresh copy), keyed by dataset name."""
-    data = yaml.load(_load_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+    data = loads(_load_text(), f"medssl/data/{CATALOG_FILE}") or {}
     datasets = data.get("datasets", {})
     if not isinstance(datasets, dict):
         raise ValueError(f"medssl/data/{CATALOG_FILE}: `datasets` must be a mapping")
