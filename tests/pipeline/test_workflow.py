@@ -47,3 +47,14 @@ def test_snakemake_refuses_a_repeated_key_in_a_configfile_layer(tmp_path):
     out = res.stdout + res.stderr
     assert res.returncode != 0
     assert "layer.yaml: key 'epochs' appears twice in one mapping, at line 2 and at line 4" in out, out[-3000:]
+
+
+def test_snakemake_names_the_configfile_layer_that_breaks_the_configuration(tmp_path):
+    project = copy_project(tmp_path)
+    (project / "fine.yaml").write_text("downstream:\n  epochs: 3\n")
+    (project / "broken.yaml").write_text("studies:\n  ssl3d:\n    methods: [mae]\n")
+    res = run(["snakemake", "--dry-run", "--configfile", "fine.yaml", "broken.yaml"], project, check=False)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "'mae' is not defined" in out, out[-3000:]
+    assert f"(the configuration becomes invalid in {project / 'broken.yaml'})" in out, out[-3000:]

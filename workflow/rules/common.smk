@@ -21,11 +21,30 @@ for _file in workflow.configfiles:
     except DuplicateKeyError as exc:
         raise WorkflowError(f"invalid configuration: {exc}")
 
-validate(config, workflow.source_path("../schemas/params.schema.json"), set_default=False)
+
+
+def _culprit():
+    """The first layer after which the merged configuration stops being valid (params.yaml, then each
+    --configfile in order, then --config): the file to blame in the error message."""
+    from snakemake.utils import update_config
+
+    cli = [str(f) for f in workflow.config_settings.configfiles]  # --configfile, merged over the Snakefile's
+    merged = {}
+    for name in [str(f) for f in workflow.configfiles if str(f) not in cli] + cli:
+        update_config(merged, read_yaml(name) or {})
+        try:
+            medssl_config.parse(merged, name)
+        except medssl_config.ConfigError:
+            return name
+    return "--config on the command line"
+
+
+# The pydantic check first: its message names the file to fix and the key; then the JSON schema.
 try:
     P = medssl_config.parse(config, "params.yaml (with any --configfile/--config)")
 except medssl_config.ConfigError as exc:
-    raise WorkflowError(str(exc))
+    raise WorkflowError(f"{exc}\n(the configuration becomes invalid in {_culprit()})")
+validate(config, workflow.source_path("../schemas/params.schema.json"), set_default=False)
 
 # Test-set leakage, over the datasets already preprocessed (the pretrain and
 # downstream jobs check the rest before they train): medssl.data.leakage.
