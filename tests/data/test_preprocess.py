@@ -306,3 +306,35 @@ def test_missing_or_bad_raw_leaves_nothing(tmp_path, fault):
         assert "medssl fetch ds" in str(err.value)
     assert not out.exists()
     assert not out.parent.exists() or leftovers(out.parent) == []
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_intensities_are_refused_naming_file_and_count(tmp_path, value):
+    a = blob_image()
+    a[0, 0, :3] = value
+    a[1, 1, 1] = np.nan
+    f = write(tmp_path / "nonfinite.nii.gz", a)
+    n_nan = 1 + (3 if np.isnan(value) else 0)
+    with pytest.raises(PreprocessError, match=rf"{f}: 4 of {a.size} voxels are not finite \({n_nan} NaN, "
+                                              rf"{4 - n_nan} infinite\)"):
+        preprocess_case(f, None, Recipe(spacing=(2.0, 2.0, 2.0)), None)
+
+
+def test_all_background_label_is_warned_and_marked(tmp_path, caplog):
+    raw, out = make_raw(tmp_path / "raw", "segmentation"), tmp_path / "proc" / "ds"
+    write(raw / "labelsTr" / "c2.nii.gz", np.zeros(SHAPE, np.uint8))
+    with caplog.at_level("WARNING", logger="medssl"):
+        preprocess_dataset("ds", spec("segmentation"), raw, out, progress=False)
+    assert "case c2 has an all-background label" in caplog.text and str(raw / "labelsTr" / "c2.nii.gz") in caplog.text
+    doc = json.loads((out / "datalist.json").read_text())
+    marked = {e["case"]: e.get("empty_label", False) for s in ("training", "validation", "test") for e in doc[s]}
+    assert marked == {"c0": False, "c1": False, "c2": True, "c3": False}
+
+
+def test_non_finite_voxels_of_other_formats_are_refused(tmp_path):
+    a = smooth_image()
+    a[3, 3, 3] = np.nan
+    f = tmp_path / "x.mha"
+    sitk.WriteImage(sitk.GetImageFromArray(a), str(f))
+    with pytest.raises(PreprocessError, match=rf"{f}: 1 of {a.size} voxels are not finite \(1 NaN, 0 infinite\)"):
+        preprocess_case(f, None, Recipe(spacing=(2.0, 2.0, 2.0)), None)

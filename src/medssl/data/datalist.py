@@ -153,7 +153,8 @@ def write_datalist(path: Path, name: str, spec: DatasetSpec, cases: dict[str, di
         spec: the dataset's spec (task, modality, classes, recipe, splits).
         cases: ``{case: {"image": "images/x.nii.gz", "label": "labels/x.nii.gz" | int, "source": sha256}}``
             (no ``label`` for a pre-training corpus); paths relative to ``path``'s folder; ``source``
-            (optional) identifies the raw image (:mod:`medssl.data.leakage`).
+            (optional) identifies the raw image (:mod:`medssl.data.leakage`); ``empty_label: True`` marks
+            a segmentation label without foreground.
         splits: precomputed splits; by default :func:`make_splits` of ``spec.splits``.
 
     Returns:
@@ -188,6 +189,8 @@ def write_datalist(path: Path, name: str, spec: DatasetSpec, cases: dict[str, di
             if item.get("label") is not None:
                 label = item["label"]
                 entry["label"] = label if isinstance(label, int) else str(label)
+            if item.get("empty_label"):  # an all-background segmentation label (preprocess warned)
+                entry["empty_label"] = True
             entries.append(entry)
         doc[section] = entries
     write_json(path, doc)

@@ -22,6 +22,7 @@ in NIfTI voxel order ``(i, j, k)`` (ITK's ``GetArrayFromImage`` is ``(k, j, i)``
 from __future__ import annotations
 
 import gzip
+import logging
 import math
 import os
 import shutil
@@ -41,6 +42,8 @@ from medssl.data.layouts import PreprocessError, RawCase, case_id, find_cases, m
 from medssl.data.leakage import raw_fingerprint
 from medssl.data.readers import check_scalar_3d, read_dicom_series, read_png_stack, read_sitk
 from medssl.io import save_nifti
+
+log = logging.getLogger("medssl")
 
 __all__ = ["PreprocessError", "RawCase", "case_id", "read_msd_layout", "read_image", "read_raw_case",
            "ras_affine", "to_ras", "resample", "preprocess_case", "preprocess_raw_case", "preprocess_dataset"]
@@ -176,6 +179,30 @@ def _check_label_values(label: sitk.Image, n_classes: int | None, path: Path) ->
         raise PreprocessError(f"{path}: label values outside 0..{top}: {shown}{more}")
 
 
+def _check_finite(image: sitk.Image, path: Path) -> None:
+    """Refuse an image with NaN or infinite voxels, naming the file and the counts.
+
+    ITK's NIfTI reader (SimpleITK 2.5) returns NaN and ±Inf voxels as 0, which
+    the intensity recipe then maps to a mid-range value; a NIfTI file's voxels
+    are therefore read again with nibabel. Other formats keep them in the
+    SimpleITK image.
+    """
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        import nibabel as nib
+
+        arr = np.asanyarray(nib.load(str(path)).dataobj)
+    else:
+        arr = sitk.GetArrayViewFromImage(image)
+    if not np.issubdtype(arr.dtype, np.floating):
+        return
+    finite = np.isfinite(arr)
+    if not finite.all():
+        n_nan = int(np.isnan(arr).sum())
+        bad = int(arr.size - finite.sum())
+        raise PreprocessError(f"{path}: {bad} of {arr.size} voxels are not finite ({n_nan} NaN, {bad - n_nan} "
+                              "infinite); replace or mask them in the raw image before preprocessing")
+
+
 # ----------------------------------------------------------------------- case
 def _read_kind(path: Path, kind: str, rc: RawCase, label: bool) -> sitk.Image:
     if kind == "dicom":
@@ -237,6 +264,7 @@ def preprocess_raw_case(rc: RawCase, recipe: Recipe, n_classes: int | None,
     if n_classes is not None and not 1 <= n_classes <= 256:
         raise ValueError(f"n_classes must be in 1..256 (uint8 labels), got {n_classes}")
     image, label = read_raw_case(rc)
+    _check_finite(image, Path(rc.image))
     if label is not None:
         label_path = Path(rc.label)
         if label_values is not None:
@@ -338,6 +366,10 @@ def preprocess_dataset(name: str, spec: DatasetSpec, raw_dir: Path | None = None
             entry: dict = {"image": f"images/{rc.case}.nii.gz", "source": raw_fingerprint(rc.image)}
             save_nifti(tmp / entry["image"], img, affine, np.float32)
             if lab is not None:
+                if not lab.any():
+                    log.warning("preprocess %s: case %s has an all-background label (%s): its Dice is undefined "
+                                "for every class", name, rc.case, rc.label)
+                    entry["empty_label"] = True
                 entry["label"] = f"labels/{rc.case}.nii.gz"
                 save_nifti(tmp / entry["label"], lab, affine, np.uint8)
             elif isinstance(rc.label, int):
