@@ -338,3 +338,26 @@ def test_non_finite_voxels_of_other_formats_are_refused(tmp_path):
     sitk.WriteImage(sitk.GetImageFromArray(a), str(f))
     with pytest.raises(PreprocessError, match=rf"{f}: 1 of {a.size} voxels are not finite \(1 NaN, 0 infinite\)"):
         preprocess_case(f, None, Recipe(spacing=(2.0, 2.0, 2.0)), None)
+
+
+@pytest.mark.parametrize("where", ["image", "label", "absolute"])
+def test_paths_leaving_the_dataset_folder_are_refused(tmp_path, where):
+    raw, out = make_raw(tmp_path / "raw", "segmentation"), tmp_path / "proc" / "ds"
+    outside = write(tmp_path / "outside" / "x.nii.gz", blob_image())  # a valid file: it must not be read
+    doc = json.loads((raw / "dataset.json").read_text())
+    rel = str(outside) if where == "absolute" else "../outside/x.nii.gz"
+    doc["training"][1]["label" if where == "label" else "image"] = rel
+    (raw / "dataset.json").write_text(json.dumps(doc))
+    with pytest.raises(PreprocessError, match=rf"{raw / 'dataset.json'}: path '{rel}' leaves the dataset folder"):
+        preprocess_dataset("ds", spec("segmentation"), raw, out, progress=False)
+    assert not out.exists()
+
+
+def test_a_symlink_placed_inside_the_folder_is_followed(tmp_path):
+    raw, out = make_raw(tmp_path / "raw", "segmentation"), tmp_path / "proc" / "ds"
+    elsewhere = tmp_path / "disk2" / "c0.nii.gz"
+    elsewhere.parent.mkdir()
+    (raw / "imagesTr" / "c0.nii.gz").rename(elsewhere)
+    (raw / "imagesTr" / "c0.nii.gz").symlink_to(elsewhere)
+    preprocess_dataset("ds", spec("segmentation"), raw, out, progress=False)
+    assert (out / "images" / "c0.nii.gz").is_file()

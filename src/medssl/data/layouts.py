@@ -108,6 +108,25 @@ def case_id(path: str | Path) -> str:
     return name
 
 
+def inside(raw_dir: Path, rel: str, where: str) -> Path:
+    """``raw_dir / rel``, refused when ``rel`` leaves the dataset folder.
+
+    The rule: ``rel`` must be relative and, with ``.`` and ``..`` removed
+    lexically (``os.path.normpath``), stay inside ``raw_dir``. Symbolic links
+    inside the folder are followed: whoever placed one there chose its target
+    (e.g. a link to data on another disk); ``..`` in an index or a layout is
+    refused, since nobody needs it to name a file of the dataset.
+
+    Raises:
+        PreprocessError: naming ``where`` (the index or setting) and the path.
+    """
+    norm = os.path.normpath(rel)
+    if os.path.isabs(rel) or norm == ".." or norm.startswith(".." + os.sep):
+        raise PreprocessError(f"{where}: path {rel!r} leaves the dataset folder {raw_dir}; "
+                              "paths must be relative and inside it")
+    return Path(raw_dir) / norm
+
+
 def read_msd_layout(raw_dir: Path, name: str, task: str, n_classes: int | None) -> list[RawCase]:
     """Cases listed in the ``training`` list of ``raw_dir/dataset.json`` (MSD layout).
 
@@ -141,12 +160,12 @@ def read_msd_layout(raw_dir: Path, name: str, task: str, n_classes: int | None) 
     for item in training:
         if not isinstance(item, dict) or not isinstance(item.get("image"), str):
             raise PreprocessError(f"{index}: training entry without an image path: {item!r}")
-        image = raw_dir / item["image"]
+        image = inside(raw_dir, item["image"], str(index))
         label = item.get("label")
         if task == "segmentation":
             if not isinstance(label, str):
                 raise PreprocessError(f"{index}: segmentation entry {item['image']!r} needs a label file, got {label!r}")
-            label = raw_dir / label
+            label = inside(raw_dir, label, str(index))
         elif task == "classification":
             if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < (n_classes or 0):
                 raise PreprocessError(f"{index}: entry {item['image']!r} has class label {label!r}; "
@@ -464,7 +483,7 @@ class _Finder:
         if self.table is None:  # {label} in the path
             return {cid: class_index(m.group("label"), self.spec, f"{self.raw_dir / m.group(0)}")
                     for cid, m in found.items()}
-        path = self.raw_dir / self.table.path
+        path = inside(self.raw_dir, self.table.path, f"dataset {self.name!r}: layout labels table")
         table = read_label_table(path, self.table.id_column, self.table.label_column)
         out = {}
         for cid, m in found.items():
