@@ -39,7 +39,7 @@ from medssl.io import write_json
 from medssl.metrics import undefined_reasons
 from medssl.nn.checkpoint import load_backbone
 from medssl.nn.heads import ClassificationHead, SegmentationHead
-from medssl.train.common import log, progress_bar, setup
+from medssl.train.common import log, progress_bar, run_seeds, setup
 from medssl.train.distributed import resolve_device
 from medssl.train.optim import build_optimizer, build_schedule
 from medssl.nn.precision import autocast, plain
@@ -246,19 +246,12 @@ def downstream_seeds(params: Params, study: str, dataset: str, protocol: str, me
     Raises:
         RuntimeError: naming every seed that failed and why, after the others ran.
     """
-    results, failed = [], []
-    for seed in seeds:
-        try:
-            results.append(downstream(params, study, dataset, protocol, method, fraction, seed, progress=progress,
-                                      device=device, keep_state=len(seeds) > 1))
-        except Preempted:
-            raise
-        except Exception as exc:  # noqa: BLE001 - reported with the seed, the other seeds still run
-            log.error("downstream: seed %d failed: %s", seed, exc)
-            failed.append(f"seed {seed}: {exc}")
-    if failed:
-        raise RuntimeError(f"{len(failed)} of {len(seeds)} seeds failed ({'; '.join(failed)}); the finished seeds "
-                           "kept their state.pt, so a rerun only re-tests them")
+    try:
+        results = run_seeds(lambda seed: downstream(params, study, dataset, protocol, method, fraction, seed,
+                                                    progress=progress, device=device, keep_state=len(seeds) > 1),
+                            seeds, "downstream")
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}; the finished seeds kept their state.pt, so a rerun only re-tests them") from None
     for seed in seeds:
         paths.downstream_metrics(study, dataset, protocol, method, fraction, seed).with_name("state.pt").unlink(
             missing_ok=True)
