@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import stat
 import tarfile
 import zipfile
@@ -116,3 +117,46 @@ def test_argument_errors(msd_tree, pack_archive, tmp_path):
     assert not (target / "stale.txt").exists()
     assert _files(target) == _files(msd_tree)
     assert _beside(tmp_path, {archive.name, "out"}) == []
+
+
+def _cut_after(data: bytes, n_members: int) -> bytes:
+    """``data`` (a tar) cut exactly at the end of its ``n_members``-th member (a member boundary)."""
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = tar.getmembers()
+    nxt = members[n_members].offset if n_members < len(members) else None
+    assert nxt is not None and nxt < len(data)
+    return data[:nxt]
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_tar_cut_at_a_member_boundary_is_truncated(msd_tree, pack_archive, tmp_path, gzipped):
+    """tarfile itself reads such a file without complaint; extract must not."""
+    import gzip
+
+    good = pack_archive(msd_tree, tmp_path / "src" / "Task09_Spleen.tar").read_bytes()
+    cut = _cut_after(good, 3)  # the task folder, dataset.json, imagesTr/: no image, no label
+    with tarfile.open(fileobj=io.BytesIO(cut)) as tar:
+        assert len(tar.getmembers()) == 3  # what the check guards against
+    archive = tmp_path / ("Task09_Spleen.tar.gz" if gzipped else "Task09_Spleen.tar")
+    archive.write_bytes(gzip.compress(cut) if gzipped else cut)  # a whole gzip stream of a cut tar
+    target = tmp_path / "out"
+    with pytest.raises(ValueError) as err:
+        extract(archive, target, progress=False)
+    msg = str(err.value)
+    assert archive.name in msg and "truncated at a member boundary" in msg
+    assert "after member 'Task09_Spleen/imagesTr' (3 members read)" in msg and "end-of-archive marker" in msg
+    assert not target.exists()
+    assert _beside(tmp_path, {archive.name, "src"}) == []
+
+
+def test_tar_with_garbage_after_a_member_is_refused(msd_tree, pack_archive, tmp_path):
+    good = pack_archive(msd_tree, tmp_path / "src" / "a.tar").read_bytes()
+    cut = _cut_after(good, 2)
+    archive = tmp_path / "a.tar"
+    archive.write_bytes(cut + b"\x01" * 512 + bytes(1024))  # not a header, not the end marker
+    with pytest.raises(ValueError, match=r"corrupt or truncated after member 'Task09_Spleen/dataset\.json'"):
+        extract(archive, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    archive.write_bytes(cut + bytes(1024))  # the end marker right there: a valid, shorter archive
+    extract(archive, tmp_path / "out", progress=False)
+    assert sorted(_files(tmp_path / "out")) == ["Task09_Spleen/dataset.json"]

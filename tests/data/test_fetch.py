@@ -180,15 +180,54 @@ def test_manual_missing_files_say_where_to_put_them(tmp_path):
         fetch("other", _manual_spec(), tmp_path / "raw" / "other", progress=False)
 
 
+def _write_manual_msd(raw: Path, cases: tuple[str, ...] = ("ct_1",)) -> Path:
+    """A real MSD-layout folder (fetch of a manual source opens every image)."""
+    import numpy as np
+
+    from medssl.io import save_nifti
+
+    training, rng = [], np.random.default_rng(0)
+    for cid in cases:
+        save_nifti(raw / f"imagesTr/{cid}.nii.gz", rng.integers(0, 999, (8, 8, 4)).astype(np.int16), np.eye(4))
+        save_nifti(raw / f"labelsTr/{cid}.nii.gz", np.zeros((8, 8, 4), np.uint8), np.eye(4))
+        training.append({"image": f"./imagesTr/{cid}.nii.gz", "label": f"./labelsTr/{cid}.nii.gz"})
+    (raw / "dataset.json").write_text(json.dumps({"name": "heart", "training": training}))
+    return raw
+
+
 def test_manual_present_files_get_a_manifest(tmp_path):
-    raw = tmp_path / "raw" / "mmwhs"
-    for rel in ("dataset.json", "imagesTr/ct_1.nii.gz", "labelsTr/ct_1.nii.gz"):
-        (raw / rel).parent.mkdir(parents=True, exist_ok=True)
-        (raw / rel).write_text(rel)
+    raw = _write_manual_msd(tmp_path / "raw" / "mmwhs")
     assert fetch("mmwhs", _manual_spec(), raw, progress=False) == raw
     manifest = json.loads((raw / "manifest.json").read_text())
     assert [e["path"] for e in manifest["files"]] == ["dataset.json", "imagesTr/ct_1.nii.gz", "labelsTr/ct_1.nii.gz"]
-    assert manifest["files"][0]["md5"] == hashlib.md5(b"dataset.json").hexdigest()
+    assert manifest["files"][0]["md5"] == _md5(raw / "dataset.json")
+
+
+def test_manual_fetch_lists_every_fault_and_writes_no_manifest(tmp_path):
+    raw = _write_manual_msd(tmp_path / "raw" / "mmwhs", ("ct_1", "ct_2", "ct_3"))
+    image = raw / "imagesTr/ct_1.nii.gz"
+    image.write_bytes(image.read_bytes()[:-12])  # cut inside the gzip stream: names still fine
+    (raw / "labelsTr/ct_2.nii.gz").unlink()
+    with pytest.raises(FetchError) as err:
+        fetch("mmwhs", _manual_spec(), raw, progress=False)
+    msg = str(err.value)
+    assert "'mmwhs': 2 faults" in msg and "no manifest.json was written" in msg
+    assert f"{image}: corrupt or truncated gzip stream" in msg
+    assert f"{raw / 'labelsTr/ct_2.nii.gz'}: listed in dataset.json, not found" in msg
+    assert "ct_3" not in msg and "medssl validate mmwhs" in msg
+    assert not is_fetched(raw)
+
+
+def test_a_failed_forced_manual_fetch_unmarks_the_folder(tmp_path):
+    """`fetch --force` of a manual folder that has gone bad since: its old manifest goes, so later
+    commands do not say "already fetched" about a folder with faults."""
+    raw = _write_manual_msd(tmp_path / "raw" / "mmwhs", ("ct_1", "ct_2"))
+    fetch("mmwhs", _manual_spec(), raw, progress=False)
+    assert is_fetched(raw)
+    (raw / "labelsTr/ct_2.nii.gz").unlink()
+    with pytest.raises(FetchError, match="listed in dataset.json, not found"):
+        fetch("mmwhs", _manual_spec(), raw, force=True, progress=False)
+    assert not is_fetched(raw)
 
 
 # ---------------------------------------------------------------- synthetic
@@ -337,3 +376,101 @@ def test_manual_with_a_files_layout_needs_a_case(tmp_path):
     assert "ct_train/ct_train_1001.nii.gz" in msg and not is_fetched(raw)
     _write_files_tree(raw)
     assert fetch("mmwhs", _files_spec(source), raw, progress=False) == raw and is_fetched(raw)
+
+
+# ------------------------------------------- truncated archives, changes since fetch
+def _msd_tar(root: Path, archive: Path, n_cases: int = 3, keep: int | None = None) -> Path:
+    """An MSD Task09 tar whose dataset.json lists ``n_cases`` cases, of which the first ``keep``
+    are packed (dataset.json first, then each case's image and label, as a download streams)."""
+    import tarfile
+
+    task = _write_manual_msd(root / "Task09_Spleen", tuple(f"spleen_{i}" for i in range(1, n_cases + 1)))
+    names = ["dataset.json"] + [f"{d}/spleen_{i}.nii.gz" for i in range(1, (keep or n_cases) + 1)
+                                for d in ("imagesTr", "labelsTr")]
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "w") as tar:
+        for rel in names:
+            tar.add(task / rel, f"Task09_Spleen/{rel}")
+    return archive
+
+
+def test_archive_cut_at_a_member_boundary_with_its_checksum_fails(tmp_path):
+    import tarfile
+
+    archive = _msd_tar(tmp_path / "tree", tmp_path / "src" / "Task09_Spleen.tar")
+    with tarfile.open(archive) as tar:
+        boundary = tar.getmembers()[3].offset  # after dataset.json and case 1: a third of the files
+    archive.write_bytes(archive.read_bytes()[:boundary])
+    spec = _spleen_spec(archive.as_uri(), _md5(archive))  # the checksum was taken of the cut file
+    raw, cache = tmp_path / "raw" / "msd_spleen", tmp_path / "dl"
+    with pytest.raises(FetchError) as err:
+        fetch("msd_spleen", spec, raw, progress=False, cache_dir=cache)
+    msg = str(err.value)
+    assert "dataset 'msd_spleen'" in msg and "Task09_Spleen.tar" in msg and "truncated at a member boundary" in msg
+    assert "after member 'Task09_Spleen/labelsTr/spleen_1.nii.gz' (3 members read)" in msg
+    assert "md5 matches the dataset's source" in msg and f"kept at {cache / archive.name}" in msg
+    assert not raw.exists() and _siblings(raw.parent) == []  # no manifest, no final folder, no temporary one
+    assert _siblings(cache) == [archive.name]
+
+
+def test_archive_without_the_files_its_index_declares_fails(tmp_path, msd_archive):
+    raw, cache = tmp_path / "raw" / "msd_spleen", tmp_path / "dl"
+    fetch("msd_spleen", _spleen_spec(msd_archive.as_uri(), _md5(msd_archive)), raw, progress=False, cache_dir=cache)
+    before = (raw / "manifest.json").read_bytes()
+    # a well-formed tar (end marker and all) that lacks cases 2 and 3 of its dataset.json
+    archive = _msd_tar(tmp_path / "tree", tmp_path / "src" / "Partial.tar", n_cases=3, keep=1)
+    spec = _spleen_spec(archive.as_uri(), _md5(archive))
+    with pytest.raises(FetchError) as err:
+        fetch("msd_spleen", spec, raw, force=True, progress=False, cache_dir=cache)
+    msg = str(err.value)
+    assert msg.startswith("dataset 'msd_spleen': archive ") and "folder 'Task09_Spleen'" in msg
+    assert ("4 of the 6 files that dataset.json declares are missing: imagesTr/spleen_2.nii.gz, "
+            "labelsTr/spleen_2.nii.gz, imagesTr/spleen_3.nii.gz, labelsTr/spleen_3.nii.gz") in msg
+    assert "the archive may be truncated" in msg and "raw folder was left as it was" in msg
+    assert (raw / "manifest.json").read_bytes() == before and not (raw / "imagesTr" / "spleen_2.nii.gz").exists()
+    assert _siblings(raw.parent) == ["msd_spleen"]
+
+
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_changes_since_fetch_are_reported_instead_of_already_fetched(tmp_path, msd_archive, caplog):
+    raw, cache = tmp_path / "raw" / "msd_spleen", tmp_path / "dl"
+    spec = _spleen_spec(msd_archive.as_uri(), _md5(msd_archive))
+    fetch("msd_spleen", spec, raw, progress=False, cache_dir=cache)
+    caplog.set_level("INFO", logger="medssl")
+    fetch("msd_spleen", spec, raw, progress=False, cache_dir=cache)
+    assert _warnings(caplog) == [] and "already fetched" in caplog.text
+
+    caplog.clear()
+    (raw / "imagesTr" / "spleen_9.nii.gz").write_bytes((raw / "imagesTr" / "spleen_1.nii.gz").read_bytes())
+    (raw / "labelsTr" / "spleen_1.nii.gz").write_bytes(b"shorter")
+    (raw / ".DS_Store").write_bytes(b"finder")  # hidden: never a case, not reported
+    assert fetch("msd_spleen", spec, raw, progress=False, cache_dir=cache) == raw  # a warning, not an error
+    (warning,) = _warnings(caplog)
+    assert "already fetched" not in caplog.text
+    assert f"'msd_spleen': {raw} changed since `medssl fetch` wrote its manifest.json (2 files)" in warning
+    assert f"{raw / 'imagesTr/spleen_9.nii.gz'}: added since fetch" in warning
+    assert f"{raw / 'labelsTr/spleen_1.nii.gz'}: changed since fetch" in warning and ".DS_Store" not in warning
+    assert "`medssl fetch --force msd_spleen` restores the fetched files and deletes any others" in warning
+    assert "`manual` source" in warning
+    assert (raw / "imagesTr" / "spleen_9.nii.gz").exists()  # nothing touched
+
+
+def test_a_case_added_to_a_manual_dataset_is_noticed_and_recorded_by_force(tmp_path, caplog):
+    raw = _write_manual_msd(tmp_path / "raw" / "mmwhs")
+    fetch("mmwhs", _manual_spec(), raw, progress=False)
+    _write_manual_msd(raw, ("ct_1", "ct_2"))  # the researcher adds a case (and lists it in dataset.json)
+    caplog.set_level("INFO", logger="medssl")
+    fetch("mmwhs", _manual_spec(), raw, progress=False)
+    (warning,) = _warnings(caplog)
+    assert "(3 files)" in warning and "imagesTr/ct_2.nii.gz: added since fetch" in warning
+    assert "labelsTr/ct_2.nii.gz: added since fetch" in warning and "dataset.json: changed since fetch" in warning
+    assert "Run `medssl fetch --force mmwhs` to check the folder again" in warning
+    assert "ct_2" not in (raw / "manifest.json").read_text()
+    caplog.clear()
+    fetch("mmwhs", _manual_spec(), raw, force=True, progress=False)
+    assert "imagesTr/ct_2.nii.gz" in (raw / "manifest.json").read_text()
+    fetch("mmwhs", _manual_spec(), raw, progress=False)
+    assert _warnings(caplog) == [] and "already fetched" in caplog.text

@@ -4,7 +4,10 @@ An archive is untrusted input. Before anything is written, every member is
 checked: a member whose path lands outside the target folder (an absolute
 path, a ``..`` that climbs out), a symbolic or hard link (it could point out
 of the target), or a device file / fifo is rejected with a :class:`ValueError`
-naming the archive and the member. The archive is then extracted into a
+naming the archive and the member, and so is a tar that does not end with its
+end-of-archive marker (cut at a member boundary; ``tarfile`` reads such a file
+without complaint). A zip cut anywhere loses its central directory and fails
+to open. The archive is then extracted into a
 temporary folder beside the target and renamed into place, so an error never
 leaves a half-extracted target. Python's ``tarfile`` ``"data"`` filter
 (PEP 706), where available, is applied as a second line of defence.
@@ -81,6 +84,7 @@ def extract(archive: str | os.PathLike, target: str | os.PathLike, overwrite: bo
                 members = tar.getmembers()
                 for member in members:
                     _check_tar_member(archive, member)
+                _check_tar_end(archive, tar, members)
                 _into_place(target, overwrite, lambda tmp: _extract_tar(tar, members, tmp, archive, progress))
         else:
             with zipfile.ZipFile(archive) as zf:
@@ -122,6 +126,25 @@ def _check_tar_member(archive: Path, member: tarfile.TarInfo) -> None:
         raise ValueError(f"{where}: device file or fifo is not allowed")
     if not (member.isreg() or member.isdir()):
         raise ValueError(f"{where}: unsupported member type {member.type!r}")
+
+
+def _check_tar_end(archive: Path, tar: tarfile.TarFile, members: list[tarfile.TarInfo]) -> None:
+    """Reject a tar whose last member is not followed by the end-of-archive marker (a zero block).
+
+    ``tarfile`` stops quietly at the end of the file, or at an unreadable header,
+    after the first member, so a tar cut exactly at a member boundary would
+    otherwise extract "successfully" with only its first members.
+    """
+    tar.fileobj.seek(tar.offset)
+    block = tar.fileobj.read(tarfile.BLOCKSIZE)
+    if block == bytes(tarfile.BLOCKSIZE):
+        return
+    last = f"after member {members[-1].name!r} ({len(members)} members read)" if members else "at its start"
+    if not block:
+        raise ValueError(f"archive {str(archive)!r}: truncated at a member boundary: it ends {last} "
+                         "without the tar end-of-archive marker")
+    raise ValueError(f"archive {str(archive)!r}: corrupt or truncated {last}: no valid header or "
+                     f"end-of-archive marker at byte {tar.offset}")
 
 
 def _check_zip_member(archive: Path, info: zipfile.ZipInfo) -> None:

@@ -12,15 +12,25 @@ Three kinds of source (:mod:`medssl.config`):
   says exactly where to put it when it is not.
 
 The raw folder is then checked against the dataset's layout: an MSD layout
-needs ``dataset.json`` and ``imagesTr/`` (url and synthetic sources; a manual
-source is checked by its ``expected`` patterns); any other layout must find
-at least one case (:func:`medssl.data.layouts.find_cases`, which also checks
-every case's label). Synthetic sources always write the MSD layout.
+needs ``dataset.json`` and ``imagesTr/`` (url and synthetic sources); any other
+layout must find at least one case (:func:`medssl.data.layouts.find_cases`,
+which also checks every case's label). An extracted archive must also hold
+every file its index declares (:func:`medssl.data.validate.missing_declared`:
+``dataset.json``'s images and labels, a ``labels_csv`` table's cases), since a
+tar cut at a member boundary extracts without error. A manual source is checked
+by :func:`medssl.data.validate.validate_dataset` (every image and label opened,
+every fault listed at once). Synthetic sources always write the MSD layout.
 
 The last file written is ``manifest.json`` (:func:`medssl.paths.raw_done`):
 every file's relative path, size and md5, sorted, so the same data always give
 the same bytes. Its presence means the fetch is complete; :func:`fetch` with
-a manifest in place returns at once unless ``force`` is set.
+a manifest in place returns at once unless ``force`` is set. If files were
+added, removed or resized since, it logs a warning naming them and the remedy
+instead of "already fetched". A warning, not an error: the data are in place,
+a direct ``medssl preprocess`` reads the folder as it is, ``medssl validate``
+exits non-zero for the same changes, and an error would stop ``medssl fetch``
+of every other dataset while its only remedy for a url source, ``--force``,
+deletes the files the researcher added.
 """
 
 from __future__ import annotations
@@ -81,16 +91,7 @@ def write_manifest(raw_dir: Path, progress: bool = False) -> Path:
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
         raise ValueError(f"raw_dir {str(raw_dir)!r} is not an existing folder")
-    files = []
-    for dirpath, dirnames, filenames in os.walk(raw_dir, followlinks=True):
-        dirnames.sort()
-        for fname in filenames:
-            path = Path(dirpath, fname)
-            rel = path.relative_to(raw_dir).as_posix()
-            if rel == MANIFEST or (rel.startswith(f".{MANIFEST}.") and rel.endswith(".tmp")):
-                continue  # the manifest itself, or a leftover of an interrupted write of it
-            files.append((rel, path))
-    files.sort()
+    files = listed_files(raw_dir)
     total = sum(p.stat().st_size for _, p in files)
     entries = []
     with tqdm(total=total, desc=f"manifest {raw_dir.name}", unit="B", unit_scale=True,
@@ -100,6 +101,20 @@ def write_manifest(raw_dir: Path, progress: bool = False) -> Path:
     manifest = raw_dir / MANIFEST
     write_json(manifest, {"files": entries, "n_files": len(entries), "total_bytes": total})
     return manifest
+
+
+def listed_files(raw_dir: Path) -> list[tuple[str, Path]]:
+    """``(relative POSIX path, path)`` of every file a manifest of ``raw_dir`` lists, sorted."""
+    files = []
+    for dirpath, dirnames, filenames in os.walk(raw_dir, followlinks=True):
+        dirnames.sort()
+        for fname in filenames:
+            path = Path(dirpath, fname)
+            rel = path.relative_to(raw_dir).as_posix()
+            if rel == MANIFEST or (rel.startswith(f".{MANIFEST}.") and rel.endswith(".tmp")):
+                continue  # the manifest itself, or a leftover of an interrupted write of it
+            files.append((rel, path))
+    return sorted(files)
 
 
 def _digest(path: Path, algorithm: str, bar: tqdm | None = None) -> str:
@@ -143,7 +158,14 @@ def fetch(name: str, spec: DatasetSpec, raw_dir: Path | None = None, force: bool
         raise ValueError(f"name must be a non-empty string, got {name!r}")
     raw_dir = Path(raw_dir) if raw_dir is not None else paths.raw(name)
     if is_fetched(raw_dir) and not force:
-        log.info("dataset %r: already fetched in %s", name, raw_dir)
+        from medssl.data.integrity import manifest_changes
+        from medssl.data.validate import changes_message
+
+        changes = manifest_changes(raw_dir)
+        if changes:  # a warning, not an error: see the module docstring
+            log.warning("%s", changes_message(name, spec, raw_dir, changes))
+        else:
+            log.info("dataset %r: already fetched in %s", name, raw_dir)
         return raw_dir
     source = spec.source
     if isinstance(source, SyntheticSource):
@@ -189,12 +211,18 @@ def _fetch_url(name: str, spec: DatasetSpec, raw_dir: Path, cache_dir: Path, pro
         try:
             archive_mod.extract(archive, extracted, progress=progress)
         except ValueError as exc:
-            raise FetchError(f"dataset {name!r}: {exc}") from exc
+            raise FetchError(f"dataset {name!r}: {exc}{_bad_archive(source, archive)}") from exc
         layout = extracted
         if source.subdir:
             layout = _subdir(name, archive, extracted, source.subdir)
         where = f"archive {archive}" + (f", folder {source.subdir!r}" if source.subdir else "")
         _check_layout(name, spec, layout, where)
+        from medssl.data.validate import declared_message, missing_declared
+
+        missing = missing_declared(layout, name, spec)
+        if missing:
+            raise FetchError(f"{declared_message(name, missing, where)}; the archive may be truncated"
+                             f"{_bad_archive(source, archive)}")
         return layout
 
     _build_in_place(raw_dir, build, progress)
@@ -223,8 +251,12 @@ def _fetch_manual(name: str, spec: DatasetSpec, raw_dir: Path, progress: bool) -
         lines.append(f"Put the files in the folder {folder}{state} so that every pattern above "
                      f"matches, then run `medssl fetch {name}` again.")
         raise FetchError("\n".join(lines))
-    if not isinstance(spec.layout, MsdLayout):  # the expected patterns are the check of an msd layout
-        _check_layout(name, spec, raw_dir, f"the folder {raw_dir.resolve()}")
+    from medssl.data.validate import fetch_message, validate_dataset
+
+    report = validate_dataset(name, spec, raw_dir, progress=progress, compare_manifest=False)
+    if report.faults:  # a faulty folder is not fetched, even if an earlier (--force) fetch marked it so
+        (raw_dir / MANIFEST).unlink(missing_ok=True)
+        raise FetchError(fetch_message(report))
     write_manifest(raw_dir, progress=progress)
 
 
@@ -266,6 +298,15 @@ def _download(name: str, source: UrlSource, archive: Path, progress: bool) -> Pa
     finally:
         part.unlink(missing_ok=True)
     return archive
+
+
+def _bad_archive(source: UrlSource, archive: Path) -> str:
+    """The end of the message about a bad archive that passed its checksum (a url source has one)."""
+    kinds = " and ".join(k for k in ("sha256", "md5") if getattr(source, k))
+    verb = "match" if " and " in kinds else "matches"
+    return (f". Its {kinds} {verb} the dataset's source, so the published archive itself (or a checksum taken "
+            f"of a truncated file) is at fault; the download is kept at {archive}, and the raw folder was left "
+            "as it was")
 
 
 def _mismatch(path: Path, hashes: list[tuple[str, str]]) -> tuple[str, str, str] | None:
