@@ -204,7 +204,7 @@ def test_bad_case_inputs(tmp_path):
     r = Recipe(spacing=(2.0, 2.0, 2.0))
     cases = [
         ("trunc.nii.gz", None, "corrupt"), ("short.nii.gz", None, "truncated"),
-        ("junk.nii.gz", None, "corrupt"), ("four.nii.gz", None, "3D"), ("two.nii.gz", None, "3D"),
+        ("junk.nii.gz", None, "not a gzip file"), ("four.nii.gz", None, "3D"), ("two.nii.gz", None, "3D"),
         ("missing.nii.gz", None, "not found"), ("i.nii.gz", "shape.nii.gz", "size"),
         ("i.nii.gz", "grid.nii.gz", "grid"), ("i.nii.gz", "values.nii.gz", "outside 0..1: 3, 7"),
         ("i.nii.gz", "frac.nii.gz", "outside 0..1: 0.5"), ("i.nii.gz", "trunc.nii.gz", "corrupt"),
@@ -361,3 +361,17 @@ def test_a_symlink_placed_inside_the_folder_is_followed(tmp_path):
     (raw / "imagesTr" / "c0.nii.gz").symlink_to(elsewhere)
     preprocess_dataset("ds", spec("segmentation"), raw, out, progress=False)
     assert (out / "images" / "c0.nii.gz").is_file()
+
+
+def test_an_uncompressed_nifti_short_by_less_than_its_header_is_refused(tmp_path):
+    """The check took the data offset from a loaded image's header, where nibabel resets it to 0, so
+    a .nii file missing fewer than 352 bytes of voxels passed (and ITK filled them in silently)."""
+    from medssl.data.preprocess import read_image
+
+    path = tmp_path / "short.nii"
+    nib.save(nib.Nifti1Image(np.arange(8 * 8 * 8, dtype=np.float32).reshape(8, 8, 8), np.eye(4)), path)
+    full = path.stat().st_size
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(PreprocessError, match=rf"short\.nii: truncated NIfTI: {full - 100} bytes, its header "
+                                              rf"needs {full}"):
+        read_image(path)

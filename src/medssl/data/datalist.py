@@ -154,7 +154,8 @@ def write_datalist(path: Path, name: str, spec: DatasetSpec, cases: dict[str, di
         cases: ``{case: {"image": "images/x.nii.gz", "label": "labels/x.nii.gz" | int, "source": sha256}}``
             (no ``label`` for a pre-training corpus); paths relative to ``path``'s folder; ``source``
             (optional) identifies the raw image (:mod:`medssl.data.leakage`); ``empty_label: True`` marks
-            a segmentation label without foreground.
+            a segmentation label without foreground; ``dicom`` (a DICOM case) holds the series read:
+            ``{"series_uid": str, "slices": int, "slice_spacing_mm": float}`` (median gap along the normal).
         splits: precomputed splits; by default :func:`make_splits` of ``spec.splits``.
 
     Returns:
@@ -191,6 +192,8 @@ def write_datalist(path: Path, name: str, spec: DatasetSpec, cases: dict[str, di
                 entry["label"] = label if isinstance(label, int) else str(label)
             if item.get("empty_label"):  # an all-background segmentation label (preprocess warned)
                 entry["empty_label"] = True
+            if item.get("dicom"):  # the DICOM series read: {"series_uid", "slices", "slice_spacing_mm"}
+                entry["dicom"] = dict(item["dicom"])
             entries.append(entry)
         doc[section] = entries
     write_json(path, doc)

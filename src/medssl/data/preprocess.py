@@ -21,7 +21,6 @@ in NIfTI voxel order ``(i, j, k)`` (ITK's ``GetArrayFromImage`` is ``(k, j, i)``
 
 from __future__ import annotations
 
-import gzip
 import logging
 import math
 import os
@@ -40,7 +39,7 @@ from medssl.data.datalist import make_splits, write_datalist
 from medssl.data.intensity import apply_intensity, crop_or_pad
 from medssl.data.layouts import PreprocessError, RawCase, case_id, find_cases, map_label_values, read_msd_layout
 from medssl.data.leakage import raw_fingerprint
-from medssl.data.readers import check_scalar_3d, read_dicom_series, read_png_stack, read_sitk
+from medssl.data.readers import check_scalar_3d, dicom_record, read_dicom_series, read_png_stack, read_sitk
 from medssl.io import save_nifti
 
 log = logging.getLogger("medssl")
@@ -69,31 +68,12 @@ def read_image(path: str | Path) -> sitk.Image:
 
 
 def _check_nifti_complete(path: Path) -> None:
-    """Raise unless a NIfTI file holds all the voxel bytes its header announces.
+    """Raise unless a NIfTI file holds all the voxel bytes its header announces
+    (:func:`medssl.data.integrity.nifti_fault`: ITK fills a truncated file silently)."""
+    from medssl.data.integrity import nifti_fault
 
-    ITK's NIfTI reader fills a truncated file (or gzip stream) silently, so the
-    data length is checked here by streaming the file once (no full copy in memory).
-    """
-    import nibabel as nib
-
-    name = path.name.lower()
-    if not name.endswith((".nii", ".nii.gz")):
-        return
-    try:
-        header = nib.load(str(path)).header
-        need = int(header.get_data_offset()) + int(
-            np.prod(header.get_data_shape(), dtype=np.int64)) * header.get_data_dtype().itemsize
-        if name.endswith(".gz"):
-            have = 0
-            with gzip.open(path, "rb") as fh:
-                while chunk := fh.read(1 << 22):
-                    have += len(chunk)
-        else:
-            have = path.stat().st_size
-    except Exception as exc:  # nibabel / gzip raise many types on corrupt files
-        raise PreprocessError(f"{path}: unreadable or corrupt NIfTI ({type(exc).__name__}: {exc})") from exc
-    if have < need:
-        raise PreprocessError(f"{path}: truncated NIfTI: {have} bytes, the header needs {need}")
+    if path.name.lower().endswith((".nii", ".nii.gz")) and (fault := nifti_fault(path)):
+        raise PreprocessError(f"{path}: {fault}")
 
 
 def ras_affine(img: sitk.Image) -> np.ndarray:
@@ -363,7 +343,8 @@ def preprocess_dataset(name: str, spec: DatasetSpec, raw_dir: Path | None = None
         entries: dict[str, dict] = {}
         for rc in tqdm(cases, desc=f"preprocess {name}", unit="case", disable=not progress):
             img, lab, affine = preprocess_raw_case(rc, spec.recipe, n_classes, label_values)
-            entry: dict = {"image": f"images/{rc.case}.nii.gz", "source": raw_fingerprint(rc.image)}
+            entry: dict = {"image": f"images/{rc.case}.nii.gz", "source": raw_fingerprint(rc.image),
+                           **dicom_record(rc)}  # DICOM: the series UID, slice count and gap read
             save_nifti(tmp / entry["image"], img, affine, np.float32)
             if lab is not None:
                 if not lab.any():

@@ -7,13 +7,15 @@ Every fault raises :class:`medssl.data.layouts.PreprocessError` naming the file 
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from medssl.data.layouts import _SHOWN, PreprocessError
+from medssl.data.dicom import SeriesGeometry, check_series_geometry, explain_files, explain_folder
+from medssl.data.layouts import PreprocessError, RawCase
 
 
 def check_scalar_3d(img: sitk.Image, where: Path) -> sitk.Image:
@@ -55,27 +57,25 @@ def dicom_series(folder: str | Path) -> list[tuple[str, str, list[str]]]:
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(warn)
     if not out:
-        some = sorted(p.name for p in folder.iterdir())[:_SHOWN]
-        raise PreprocessError(f"{folder}: no readable DICOM series in this folder "
-                              f"(it holds: {', '.join(some) or 'nothing'})")
+        raise PreprocessError(f"{folder}: no readable DICOM series in this folder ({explain_folder(folder)})")
     return out
 
 
-def read_dicom_series(folder: str | Path, description: str | None = None) -> sitk.Image:
-    """Read one DICOM series of ``folder`` as a 3D image (SimpleITK / GDCM).
+def dicom_geometry(folder: str | Path, description: str | None = None) -> SeriesGeometry:
+    """The checked geometry of the series of ``folder`` that :func:`read_dicom_series` reads.
 
-    The series read is the one whose SeriesDescription contains ``description``
-    (case-insensitive; the largest of several such), or, when ``description`` is
-    ``None``, the series with the most files. A description that no series has is
-    an error (rather than silently reading another series).
+    The series is chosen as there, then checked from its headers by
+    :func:`medssl.data.dicom.check_series_geometry` (one SeriesInstanceUID, at least
+    3 slices, one orientation and pixel spacing, uniform slice spacing: DICOM PS3.3
+    C.7.6.2 Image Plane Module). A refused series' message also gives the reasons
+    of the folder's files that are in no series (a truncated slice that GDCM left
+    out leaves a gap).
 
     Raises:
-        PreprocessError: naming ``folder`` when it holds no DICOM series, no series
-            matches ``description`` (listing those there), or the series is
-            unreadable or not a scalar 3D image.
+        PreprocessError: naming ``folder``, the series UID and the fault.
     """
     folder = Path(folder)
-    series = dicom_series(folder)
+    series = found_series = dicom_series(folder)
     if description is not None:
         chosen = [s for s in series if description.lower() in s[1].lower()]
         if not chosen:
@@ -84,13 +84,74 @@ def read_dicom_series(folder: str | Path, description: str | None = None) -> sit
                                   f"{description!r}; series there: {found}")
         series = chosen
     uid, _, files = max(series, key=lambda s: (len(s[2]), s[0]))
+    try:
+        return check_series_geometry(folder, uid, files)
+    except PreprocessError as exc:
+        listed = {str(Path(f)) for _, _, fs in found_series for f in fs}
+        left = [p for p in sorted(folder.iterdir()) if p.is_file() and str(p) not in listed
+                and not p.name.startswith(".")]
+        why = explain_files(left) if left else ""
+        if not why:
+            raise
+        raise PreprocessError(f"{exc}; files of the folder in no series: {why}") from exc
+
+
+_last_read: dict = {}  # the geometry of the last series read, for dicom_record (one entry)
+
+
+def _stamp(folder: Path, description: str | None, files=()) -> tuple:
+    """Identity of a read: folder, description and the (mtime, size) of the folder and its series' files."""
+    stats = [os.stat(f) for f in (folder, *files)]
+    return str(folder), description, tuple((f, s.st_mtime_ns, s.st_size) for f, s in zip((folder, *files), stats))
+
+
+def dicom_record(rc: RawCase) -> dict:
+    """``{"dicom": {"series_uid", "slices", "slice_spacing_mm"}}`` for a case whose image is a
+    DICOM series (its datalist fields; the spacing is the median gap along the slice
+    normal), else ``{}``. The series just read by :func:`read_dicom_series` is not
+    checked again unless its folder or files changed since."""
+    if rc.image_kind != "dicom":
+        return {}
+    folder = Path(rc.image)
+    geo = _last_read.get("geometry")
+    try:
+        fresh = geo is not None and _last_read.get("stamp") == _stamp(folder, rc.series_description, geo.files)
+    except OSError:  # a file gone: check again, which names the fault
+        fresh = False
+    if not fresh:
+        geo = dicom_geometry(folder, rc.series_description)
+    return {"dicom": geo.record()}
+
+
+def read_dicom_series(folder: str | Path, description: str | None = None) -> sitk.Image:
+    """Read one DICOM series of ``folder`` as a 3D image (SimpleITK / GDCM).
+
+    The series read is the one whose SeriesDescription contains ``description``
+    (case-insensitive; the largest of several such), or, when ``description`` is
+    ``None``, the series with the most files. A description that no series has is
+    an error (rather than silently reading another series). Its geometry is
+    checked before it is read (:func:`dicom_geometry`); the files are read in
+    their order along the slice normal.
+
+    Raises:
+        PreprocessError: naming ``folder`` when it holds no DICOM series (saying per
+            reason which files are unreadable: not DICOM, truncated, no pixel data,
+            ...), no series matches ``description`` (listing those there), the
+            series' geometry is refused, or the series is unreadable or not a
+            scalar 3D image.
+    """
+    folder = Path(folder)
+    geometry = dicom_geometry(folder, description)
+    _last_read.update(geometry=geometry, stamp=_stamp(folder, description, geometry.files))
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
+    reader.SetFileNames(list(geometry.files))
     try:
         img = reader.Execute()
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
-        raise PreprocessError(f"{folder}: unreadable DICOM series {uid} ({first})") from exc
+        why = explain_files([Path(f) for f in geometry.files])
+        raise PreprocessError(f"{folder}: unreadable DICOM series {geometry.uid} ({first})"
+                              + (f"; {why}" if why else "")) from exc
     return check_scalar_3d(img, folder)
 
 
