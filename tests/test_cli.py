@@ -10,7 +10,7 @@ import pytest
 from medssl import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["check", "schema", "fetch", "preprocess", "pretrain", "downstream", "template", "stn", "uda", "table",
+STAGES = ["check", "config", "schema", "fetch", "validate", "preprocess", "pretrain", "downstream", "template", "stn", "uda", "table",
           "init-tracking"]
 
 
@@ -67,3 +67,32 @@ def test_training_stages_leave_by_fast_exit_with_their_status_and_flushed_output
     other = subprocess.run([sys.executable, "-c", code, "check", "--params", str(ROOT / "params.yaml")],
                            capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert other.returncode == 0 and "ATEXIT" in other.stdout  # other stages exit normally
+
+
+def test_a_failing_stage_prints_its_error_once(tmp_path, capfd, monkeypatch):
+    """Issue 16 item 14: the message was logged and printed (twice on the terminal)."""
+    monkeypatch.chdir(ROOT)
+    assert cli.main(["stn", "stn", "nosuch"]) == 1
+    err = capfd.readouterr().err
+    assert err.count("model 'nosuch' is not in study 'stn'") == 1, err
+
+
+def test_permission_denied_is_a_message_naming_the_read_only_folder(tmp_path, capfd, monkeypatch):
+    """A read-only output folder gave a raw PermissionError traceback. The tests run as root (mode bits
+    do not bind root), so the denial is raised as the OS would raise it and the folder made read-only
+    for os.access."""
+    ro = tmp_path / "results"
+    ro.mkdir()
+
+    def denied(args):
+        raise PermissionError(13, "Permission denied", str(ro / ".table.md.x.tmp"))
+
+    monkeypatch.setattr(cli, "cmd_table", denied)
+    monkeypatch.setattr(cli.os, "access", lambda path, mode: Path(path) != ro)
+    monkeypatch.chdir(ROOT)
+    assert cli.main(["table", "ssl3d"]) == 1
+    err = capfd.readouterr().err
+    assert f"error: cannot write in {ro}: the folder is read-only" in err and "Traceback" not in err
+    monkeypatch.setattr(cli.os, "access", lambda path, mode: True)  # the folder is fine: the file is named
+    assert cli.main(["table", "ssl3d"]) == 1
+    assert f"error: {ro / '.table.md.x.tmp'}: permission denied" in capfd.readouterr().err

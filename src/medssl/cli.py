@@ -1,7 +1,9 @@
 """``medssl <stage>``: the one entry point every Snakemake rule and DVC stage calls.
 
-Each subcommand reads only its own part of ``params.yaml`` (``--params`` to use
-another file) and writes only the outputs named in ``medssl.paths``.
+The parser, the error handling and the exit; the subcommands are in
+:mod:`medssl.commands`. Each reads only its own part of ``params.yaml``
+(``--params`` to use another file, ``--configfile`` to merge layers over it) and
+writes only the outputs named in ``medssl.paths``.
 """
 
 from __future__ import annotations
@@ -16,214 +18,26 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medssl import __version__
+from medssl.commands import (
+    cmd_check,
+    cmd_claims,
+    cmd_config,
+    cmd_datasets,
+    cmd_downstream,
+    cmd_fetch,
+    cmd_init_tracking,
+    cmd_preprocess,
+    cmd_pretext_table,
+    cmd_pretrain,
+    cmd_schema,
+    cmd_stn,
+    cmd_table,
+    cmd_template,
+    cmd_uda,
+    cmd_validate,
+)
 
 log = logging.getLogger("medssl")
-
-
-def _params(args: argparse.Namespace):
-    from medssl import config
-
-    return config.load(args.params)
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    from medssl.data.leakage import find_leaks
-
-    p = _params(args)
-    leaks, unchecked = find_leaks(p)
-    for leak in leaks:
-        print(f"{args.params}: test-set leakage: {leak}", file=sys.stderr)
-    if leaks:
-        return 1
-    print(f"{args.params}: valid ({len(p.datasets)} datasets, {len(p.methods)} methods, "
-          f"{len(p.studies)} studies: {', '.join(p.studies)})")
-    if unchecked:
-        print(f"leakage: not preprocessed yet, checked when pre-training starts: {', '.join(unchecked)}")
-    return 0
-
-
-def cmd_schema(args: argparse.Namespace) -> int:
-    import json
-
-    from medssl import config
-    from medssl.io import write_text
-
-    text = json.dumps(config.json_schema(), indent=2, sort_keys=True) + "\n"
-    if args.output:
-        write_text(args.output, text)
-        print(f"wrote {args.output}")
-    else:
-        sys.stdout.write(text)
-    return 0
-
-
-def cmd_fetch(args: argparse.Namespace) -> int:
-    from medssl.data.catalog import resolve
-    from medssl.data.fetch import fetch
-
-    p = _params(args)
-    for name in _datasets(p, args.datasets):
-        out = fetch(name, resolve(p, name), force=args.force, progress=args.progress)
-        print(f"{name}: {out}")
-    return 0
-
-
-def cmd_preprocess(args: argparse.Namespace) -> int:
-    from medssl.data.catalog import resolve
-    from medssl.data.preprocess import preprocess_dataset
-
-    p = _params(args)
-    for name in _datasets(p, args.datasets):
-        out = preprocess_dataset(name, resolve(p, name), progress=args.progress)
-        print(f"{name}: {out}")
-    return 0
-
-
-def cmd_datasets(args: argparse.Namespace) -> int:
-    import json
-
-    from tabulate import tabulate
-
-    from medssl.data.status import dataset_rows
-
-    rows = dataset_rows(_params(args), include_catalog=not args.params_only)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    mark = {True: "yes", False: "-", None: ""}
-    cols = ["dataset", "defined in", "task", "modality", "layout", "used by", "present", "fetched",
-            "preprocessed", "cases"] + (["source"] if args.sources else [])
-    table = [[mark.get(r[c], r[c]) if isinstance(r[c], bool) or r[c] is None else r[c] for c in cols]
-             for r in rows]
-    print(tabulate(table, headers=cols, tablefmt="simple"))
-    return 0
-
-
-def cmd_pretrain(args: argparse.Namespace) -> int:
-    from medssl.train.distributed import BACKEND_ENV, env_world
-    from medssl.train.pretrain import pretrain
-
-    p = _params(args)
-    _known(args.study, p.studies, "study")
-    if p.studies[args.study].kind != "ssl":
-        raise SystemExit(f"error: study {args.study!r} is of kind {p.studies[args.study].kind!r}; "
-                         "only ssl studies pre-train")
-    if args.method not in p.studies[args.study].methods:
-        raise SystemExit(f"error: method {args.method!r} is not in study {args.study!r}")
-    if args.dist_backend:
-        os.environ[BACKEND_ENV] = args.dist_backend
-    if env_world()[0] > 0:  # torchrun rank > 0: warnings and errors only, rank 0 tells the story
-        log.setLevel(logging.WARNING)
-    pretrain(p, args.study, args.method, progress=args.progress, device=args.device)
-    return 0
-
-
-def cmd_downstream(args: argparse.Namespace) -> int:
-    from medssl.train.downstream import downstream_seeds
-
-    p = _params(args)
-    _known(args.study, p.studies, "study")
-    _known(args.dataset, p.datasets, "dataset")
-    downstream_seeds(p, args.study, args.dataset, args.protocol, args.method, args.fraction, args.seed or [0],
-                     progress=args.progress, device=args.device)
-    return 0
-
-
-def cmd_template(args: argparse.Namespace) -> int:
-    from medssl.template.study import run_template
-    from medssl.train.common import run_seeds
-
-    p = _params(args)
-    _known(args.study, p.studies, "study")
-    p.study_row(args.study, "template", args.model, what="model")  # a wrong name fails once, not once per seed
-    run_seeds(lambda seed: run_template(p, args.study, args.model, seed, progress=args.progress),
-              args.seed or [0], f"template {args.study} {args.model}")
-    return 0
-
-
-def cmd_stn(args: argparse.Namespace) -> int:
-    from medssl.stn.study import run_stn
-    from medssl.train.common import run_seeds
-
-    p = _params(args)
-    _known(args.study, p.studies, "study")
-    p.study_row(args.study, "stn", args.model, what="model")  # a wrong name fails once, not once per seed
-    run_seeds(lambda seed: run_stn(p, args.study, args.model, seed, progress=args.progress),
-              args.seed or [0], f"stn {args.study} {args.model}")
-    return 0
-
-
-def cmd_uda(args: argparse.Namespace) -> int:
-    from medssl.uda.study import run_uda
-    from medssl.train.common import run_seeds
-
-    p = _params(args)
-    _known(args.study, p.studies, "study")
-    st, _ = p.study_row(args.study, "uda", args.method, what="method")  # wrong names fail once, not per seed
-    st.direction(args.direction)
-    run_seeds(lambda seed: run_uda(p, args.study, args.method, args.direction, seed, progress=args.progress),
-              args.seed or [0], f"uda {args.study} {args.method} {args.direction}")
-    return 0
-
-
-def cmd_table(args: argparse.Namespace) -> int:
-    from medssl.report.tables import write_study_tables
-
-    p = _params(args)
-    _known(args.study, p.studies, "study")
-    written = write_study_tables(p, args.study)
-    return _report_written(written, args.show)
-
-
-def cmd_pretext_table(args: argparse.Namespace) -> int:
-    from medssl.report.pretext import study_pretext_files, write_pretext_table
-
-    written = write_pretext_table(study_pretext_files(_params(args)))
-    return _report_written(written, args.show)
-
-
-def cmd_claims(args: argparse.Namespace) -> int:
-    from medssl.report.claims import write_claims
-
-    written = write_claims(_params(args))
-    return _report_written(written, args.show)
-
-
-def _report_written(written: dict, show: bool) -> int:
-    """Print the paths a report command wrote, and the Markdown one with ``--show``."""
-    for ext, path in written.items():
-        print(f"{ext}: {path}")
-    if show:
-        print(Path(written["md"]).read_text())
-    return 0
-
-
-def cmd_init_tracking(args: argparse.Namespace) -> int:
-    from medssl import tracking
-
-    uri = tracking.init_store()
-    print(f"MLflow store ready: {uri}")
-    return 0
-
-
-def _datasets(p, names: Sequence[str]) -> list[str]:
-    """Dataset names to work on: none = the studies' datasets, ``all`` = params.yaml's,
-    otherwise names from params.yaml or the catalog of real datasets."""
-    from medssl.data.catalog import catalog
-
-    if not names:  # the datasets the studies use (what data.dvc tracks)
-        return sorted({d for study in p.studies for d in p.study_datasets(study)})
-    if list(names) == ["all"]:
-        return sorted(p.datasets)
-    known = {**catalog(), **p.datasets}
-    for n in names:
-        _known(n, known, "dataset")
-    return list(names)
-
-
-def _known(name: str, table: dict, what: str) -> None:
-    if name not in table:
-        raise SystemExit(f"error: unknown {what} {name!r}; known: {', '.join(sorted(table))}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--params", default=os.environ.get("MEDSSL_PARAMS", "params.yaml"),
                         help="configuration file (default: params.yaml or $MEDSSL_PARAMS)")
+    common.add_argument("--configfile", action="append", metavar="FILE",
+                        help="a configuration merged over --params, as Snakemake merges its --configfile; repeat "
+                             "the flag for several layers (one file per flag, so it never takes a positional "
+                             "argument)")
     common.add_argument("--no-progress", dest="progress", action="store_false",
                         help="hide progress bars (they show only on a terminal anyway)")
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -242,15 +60,31 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=func)
         return sp
 
-    add("check", cmd_check, "validate params.yaml (unknown keys, methods, datasets are errors) and check that "
-        "no study pre-trains on a downstream validation / test case (by raw-file hash, case id and subject, "
-        "over the datasets already preprocessed); exit 1 on a leak")
+    sp = add("check", cmd_check, "validate params.yaml (unknown keys, methods, datasets are errors) and check "
+             "that no study pre-trains on a downstream validation / test case (by raw-file hash, case id and "
+             "subject, over the datasets already preprocessed); exit 1 on a leak")
+    sp.add_argument("--dvc", action="store_true",
+                    help="also refuse links to folders outside data/raw below it, which DVC would not version "
+                         "(the data stage of dvc.yaml runs this)")
+    sp = add("config", cmd_config, "print (or write) the configuration with its --configfile layers merged, as "
+             "the jobs of a Snakemake run with the same layers read it; `-o params.yaml --only-targets` is the "
+             "route for DVC, which reads params.yaml only")
+    sp.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    sp.add_argument("--only-targets", action="store_true",
+                    help="keep only the studies named by `targets` (dvc.yaml runs every study of params.yaml)")
     sp = add("schema", cmd_schema, "print (or write) the JSON schema of params.yaml")
     sp.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     sp = add("fetch", cmd_fetch, "download / generate / check raw data into data/raw/<dataset>")
     sp.add_argument("datasets", nargs="*",
                     help="dataset names from params.yaml, 'all', or none for the datasets of the studies")
     sp.add_argument("--force", action="store_true", help="fetch again even when present")
+    sp = add("validate", cmd_validate, "open every case's image and label in data/raw/<dataset> and list every "
+             "fault at once (missing, empty, truncated or unreadable files, missing labels, files added, removed "
+             "or resized since fetch), one line per file; exit 1 when any is found")
+    sp.add_argument("datasets", nargs="*",
+                    help="dataset names from params.yaml, 'all', or none for the datasets of the studies")
+    sp.add_argument("--headers-only", action="store_true",
+                    help="read only the file headers (fast; a truncated compressed file goes unnoticed)")
     sp = add("preprocess", cmd_preprocess, "reorient, resample, normalise, crop into data/processed/<dataset>")
     sp.add_argument("datasets", nargs="*",
                     help="dataset names from params.yaml, 'all', or none for the datasets of the studies")
@@ -316,6 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _permission_message(exc: PermissionError) -> str:
+    """What a PermissionError means for the user: the path, and whether it is the folder."""
+    path = Path(exc.filename) if exc.filename else None
+    if path is None:
+        return f"permission denied ({exc.strerror or exc})"
+    folder = path if path.is_dir() else path.parent
+    if folder.exists() and not os.access(folder, os.W_OK):
+        return (f"cannot write in {folder}: the folder is read-only for this user (permission denied); "
+                "make it writable or point the output elsewhere (paths: in params.yaml)")
+    return f"{path}: permission denied ({exc.strerror or 'not allowed'})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Progress bars on a terminal; in a job's log file, the per-epoch log lines instead.
@@ -335,9 +181,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except PermissionError as exc:  # a read-only output folder, a file of another user
+        print(f"error: {_permission_message(exc)}", file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        log.error("%s failed: %s", args.command, exc)
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)  # once: it used to be logged and printed
         return 1
     except Exception as exc:
         status = getattr(exc, "exit_status", None)  # a training job stopped by a signal after saving its state

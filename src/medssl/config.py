@@ -598,7 +598,7 @@ def _known(what: str, names: list[str], table: dict[str, Any]) -> None:
         if n not in table:
             hint = ""
             if "dataset" in what:
-                hint = " (nor in the catalog of real datasets: `medssl datasets --all`)"
+                hint = " (nor in the catalog of real datasets: `medssl datasets` lists both)"
             raise ValueError(f"{what} {n!r} is not defined{hint}; defined: {', '.join(sorted(table)) or 'none'}")
 
 
@@ -633,6 +633,11 @@ def parse(data: dict[str, Any], source: str = "params.yaml") -> Params:
 
 def load(path: str | Path = "params.yaml") -> Params:
     """Read and validate ``path``."""
+    return parse(read(path), str(path))
+
+
+def read(path: str | Path) -> dict[str, Any]:
+    """The mapping of configuration file ``path``; a ConfigError names the file and fault."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: configuration file not found")
@@ -644,7 +649,7 @@ def load(path: str | Path = "params.yaml") -> Params:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
-    return parse(data, str(path))
+    return data
 
 
 def json_schema() -> dict[str, Any]:

@@ -65,3 +65,9 @@ def read_yaml(path: str | Path) -> Any:
     """Parse the YAML file ``path`` (see :func:`loads`)."""
     path = Path(path)
     return loads(path.read_text(encoding="utf-8"), str(path))
+
+
+def dumps(data: Any) -> str:
+    """``data`` as block YAML, keys in their order (row order matters: template models), via libyaml
+    when present -- the same text common.smk writes for the jobs' run configuration."""
+    return yaml.dump(data, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False)
