@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -83,3 +85,28 @@ def test_write_json_leaves_finite_records_alone(tmp_path):
     assert path.read_text() == json.dumps({"a": {"p": "/x"}, "b": [1, 2.5, "x", None]}, indent=2) + "\n"
     with pytest.raises(TypeError, match="not JSON serialisable: object"):
         io.write_json(path, {"x": object()})
+
+
+@pytest.mark.parametrize("umask", [0o002, 0o022, 0o077])
+def test_written_files_get_the_mode_open_gives_them_under_the_umask(tmp_path, umask):
+    """Issue 16 item 14: mkstemp's 0600 made every output private whatever the umask. Each writer
+    (JSON, NIfTI, torch state, safetensors checkpoint) must give the mode a plain open() gives."""
+    code = f"""
+import os, stat, sys
+os.umask({umask:#o})
+from pathlib import Path
+import numpy as np, torch
+from medssl.io import write_json, save_nifti
+from medssl.train.resume import save_state
+d = Path(sys.argv[1])
+open(d / "plain.txt", "w").close()
+write_json(d / "m.json", {{"a": 1}})
+save_nifti(d / "x.nii.gz", np.zeros((2, 2, 2), np.float32), np.eye(4))
+save_state(d / "state.pt", {{"w": torch.zeros(2)}})
+for name in ("plain.txt", "m.json", "x.nii.gz", "state.pt"):
+    print(name, oct(stat.S_IMODE((d / name).stat().st_mode)))
+"""
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
+    modes = dict(line.split() for line in out.stdout.splitlines())
+    assert modes["plain.txt"] == oct(0o666 & ~umask)
+    assert modes == {k: modes["plain.txt"] for k in modes}, modes

@@ -24,11 +24,25 @@ import numpy as np
 PathLike = str | os.PathLike
 
 
+def _process_umask() -> int:
+    """The process's umask (read once: ``os.umask`` can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates its file 0600 whatever the umask; outputs get the mode a plain open() would
+# give them, so colleagues sharing a project (group-readable umask on a cluster) can read them.
+FILE_MODE = 0o666 & ~_process_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
 
     On an exception the temporary file is removed and ``path`` is untouched.
+    The file gets :data:`FILE_MODE` (0666 less the umask), as ``open(path, "w")``
+    would give it, not ``mkstemp``'s private 0600.
     ``suffix`` lets writers that infer the format from the name (``.nii.gz``)
     see the right extension.
     """
@@ -36,6 +50,7 @@ def atomic_path(path: PathLike, suffix: str = "") -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, FILE_MODE)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
