@@ -17,9 +17,10 @@ because one parent holds every protocol of its method/dataset pair.
 
 The default store is ``sqlite:///<root>/mlflow.db`` (:func:`medssl.paths.mlflow_uri`);
 ``MLFLOW_TRACKING_URI`` overrides it. Several OS processes may write one sqlite
-file: call :func:`init_store` once before fanning out (it creates the schema, which
-MLflow otherwise races to create), every store call is retried on
-``database is locked`` (:func:`retry`), and the experiment/parent lookup-or-create
+file: the first client of a process creates the store if it is missing, once and
+atomically under a lock (:mod:`medssl.tracking_store`, which also holds
+:func:`init_store`, :func:`retry` and :func:`store_lock`), every store call is
+retried on ``database is locked``, and the experiment/parent lookup-or-create
 runs under an ``fcntl`` lock on ``<db>.lock`` so two processes never create two
 parents of one pair. For sqlite stores, artifacts go to ``<db folder>/mlartifacts/<study>``
 (MLflow's own default is ``./mlruns`` of the current directory); a server store
@@ -31,7 +32,8 @@ parent, so every writer merges duplicates right after creating its parent and
 again when its child ends (:func:`_converge_parents`): the earliest parent is
 kept, the others' children are re-tagged to it and the others are deleted.
 Each retry is logged at DEBUG level on the ``medssl.tracking`` logger. MLflow's
-usage telemetry is off unless ``MLFLOW_DISABLE_TELEMETRY`` is set (see :func:`_client`).
+usage telemetry is off unless ``MLFLOW_DISABLE_TELEMETRY`` is set (see
+:func:`medssl.tracking_store.client`).
 
 ``MEDSSL_TRACKING=off`` (or ``0``/``false``/``no``) disables tracking: :func:`tracked_run`
 yields a no-op logger and mlflow is never imported.
@@ -40,19 +42,17 @@ yields a no-op logger and mlflow is never imported.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
-import random
-import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from medssl import paths
-
-T = TypeVar("T")
+from medssl.tracking_store import (  # noqa: F401  (re-exported: medssl.tracking is the API)
+    TELEMETRY_ENV, StoreError, ensure_store, init_store, retry, sqlite_path, store_lock)
+from medssl.tracking_store import client as _client
 log = logging.getLogger(__name__)
 
 TRACKING_ENV = "MEDSSL_TRACKING"
@@ -71,107 +71,6 @@ def tracking_enabled() -> bool:
 def child_name(protocol: str, fraction: float | str, seed: int | str) -> str:
     """Name of a downstream child run: ``('linear', 1.0, 0) -> 'linear/frac1.0/seed0'``."""
     return f"{protocol}/{paths.frac_tag(fraction)}/{paths.seed_tag(seed)}"
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI, or None for other stores and ``:memory:``."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    path = uri[len("sqlite:///"):].split("?", 1)[0]
-    if not path or path == ":memory:":
-        return None
-    return Path(path)
-
-
-@contextlib.contextmanager
-def store_lock(uri: str) -> Iterator[None]:
-    """Hold an exclusive ``fcntl`` lock on ``<db>.lock`` beside a sqlite store.
-
-    A no-op for non-sqlite URIs (a server serialises its own writes).
-    """
-    db = sqlite_path(uri)
-    if db is None:
-        yield
-        return
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def _is_lock_error(exc: BaseException) -> bool:
-    """True for sqlite busy/lock errors, however MLflow or SQLAlchemy wrap them."""
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, sqlite3.OperationalError) or type(cur).__name__ == "OperationalError":
-            return True
-        text = str(cur).lower()
-        if "database is locked" in text or "database table is locked" in text:
-            return True
-        cur = cur.__cause__ or cur.__context__
-    return False
-
-
-def retry(fn: Callable[..., T], *args: Any, attempts: int = 8, **kw: Any) -> T:
-    """Call ``fn(*args, **kw)``, retrying sqlite lock errors with jittered backoff.
-
-    The waits grow 0.1, 0.2, 0.4 ... s (capped at 3 s, times a random factor in
-    [0.5, 1.5]); other exceptions propagate at once, and the last lock error
-    propagates after ``attempts`` tries.
-
-    Raises:
-        ValueError: if ``attempts`` is smaller than 1.
-    """
-    if attempts < 1:
-        raise ValueError(f"attempts must be >= 1, got {attempts}")
-    for i in range(attempts):
-        try:
-            return fn(*args, **kw)
-        except Exception as exc:
-            if i == attempts - 1 or not _is_lock_error(exc):
-                raise
-            wait = min(3.0, 0.1 * 2**i) * random.uniform(0.5, 1.5)
-            log.debug("retry %d of %s in %.2f s after a lock error: %s",
-                      i + 1, getattr(fn, "__name__", fn), wait, str(exc).splitlines()[0][:200])
-            time.sleep(wait)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-TELEMETRY_ENV = "MLFLOW_DISABLE_TELEMETRY"
-
-
-def _client(uri: str) -> Any:
-    """An ``MlflowClient`` of ``uri``; the first call imports mlflow with its telemetry off.
-
-    MLflow's usage telemetry is off unless ``$MLFLOW_DISABLE_TELEMETRY`` says
-    otherwise: besides phoning home from compute nodes, its background thread
-    deletes ``_MLFLOW_TELEMETRY_SESSION_ID`` from ``os.environ`` when it cannot
-    reach its server, and a REST call iterating ``os.environ`` at that moment
-    (requests' proxy lookup) fails with ``KeyError`` -- a lost run (2 of ~240
-    writer processes against a server on a closed network failed in that proxy
-    lookup, one with this traceback in full; none of ~320 since; mlflow 3.17).
-    """
-    os.environ.setdefault(TELEMETRY_ENV, "true")
-    import mlflow
-
-    return mlflow.MlflowClient(tracking_uri=uri)
-
-
-def init_store(uri: str | None = None) -> str:
-    """Create the store's schema once, before parallel jobs start; return the URI.
-
-    Args:
-        uri: tracking URI; defaults to :func:`medssl.paths.mlflow_uri`.
-    """
-    uri = uri or paths.mlflow_uri()
-    with store_lock(uri):
-        retry(lambda: _client(uri).search_experiments(max_results=1))
-    return uri
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -72,6 +72,14 @@ def test_snakemake_then_dvc_repro(tiny_project):
         # a parent per model x dataset (direction) + a child per seed
         assert n == n_groups * len(spec["models"]) * (len(spec["seeds"]) + 1), name
 
+    # Every job read the run's own configuration file. A second parse with another configuration
+    # (a `snakemake -n --configfile` beside a running pipeline) writes its own file, not that one.
+    [own] = (project / ".medssl/run").iterdir()
+    text = own.read_text()
+    (project / "other.yaml").write_text("downstream:\n  lr: 0.5\n")
+    run(["snakemake", "--dry-run", "--configfile", "other.yaml"], project)
+    assert own.read_text() == text and len(list((project / ".medssl/run").iterdir())) == 2
+
     # A rerun with nothing changed does nothing.
     again = run(["snakemake", "--cores", "2"], project)
     assert "Nothing to be done" in again.stdout + again.stderr

@@ -1,4 +1,5 @@
 # Validation of the configuration and the path helpers every rule uses.
+import hashlib
 import json
 import os
 import re
@@ -54,17 +55,37 @@ _leaks, _ = find_leaks(P)
 if _leaks:
     raise WorkflowError("test-set leakage: " + "; ".join(map(str, _leaks)))
 
-# Every job reads the configuration this run was started with (params.yaml
-# merged with any --configfile / --config) from .medssl/params.yaml, written
-# atomically and only when it changed. Rules pass it as `--params`.
+# Every job reads the configuration this run was parsed with (params.yaml merged with any
+# --configfile / --config) from a file of its own, named by its content:
+# .medssl/run/params-<sha256[:16]>.yaml, written atomically and only when absent. A second parse
+# while jobs run (`snakemake -n`, --lint, another --configfile) writes its own file and never
+# changes this one. The jobs get the path in $MEDSSL_PARAMS (the default of `medssl --params`),
+# not on their command lines: Snakemake reruns a job when its rule's shell text (the `code`
+# trigger) or its params change, so a path there would rerun every job after any config edit.
+# On SLURM each job parses the Snakefile again on its node: the same configuration gives the same
+# file. .medssl/params.yaml is a copy of the last configuration parsed, for people; no job reads it.
 _text = yaml.dump(config, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False)  # key order is row order (e.g. template models)
-_effective = ".medssl/params.yaml"
-if not os.path.exists(_effective) or open(_effective).read() != _text:
-    os.makedirs(".medssl", exist_ok=True)
-    _tmp = f"{_effective}.{os.getpid()}.tmp"
-    with open(_tmp, "w") as fh:
-        fh.write(_text)
-    os.replace(_tmp, _effective)
+RUN_PARAMS = f".medssl/run/params-{hashlib.sha256(_text.encode()).hexdigest()[:16]}.yaml"
+
+
+def _write_atomic(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+if not os.path.exists(RUN_PARAMS):
+    _write_atomic(RUN_PARAMS, _text)
+_last = f"# the configuration Snakemake parsed last; its jobs read {RUN_PARAMS}\n{_text}"
+if not os.path.exists(".medssl/params.yaml") or open(".medssl/params.yaml").read() != _last:
+    _write_atomic(".medssl/params.yaml", _last)
+os.environ["MEDSSL_PARAMS"] = RUN_PARAMS
+
+
+envvars:
+    "MEDSSL_PARAMS",  # declared for executors that pass only declared variables to their jobs
 
 
 wildcard_constraints:
@@ -140,4 +161,4 @@ def claim_studies():
 
 
 onstart:
-    shell("medssl init-tracking --params .medssl/params.yaml")
+    shell("medssl init-tracking")  # reads $MEDSSL_PARAMS, as the jobs do

@@ -11,7 +11,7 @@ rule fetch:
     log:
         "logs/fetch/{dataset}.log",
     shell:
-        "medssl fetch --params .medssl/params.yaml {wildcards.dataset} 2> {log}"
+        "medssl fetch {wildcards.dataset} 2> {log}"
 
 
 rule preprocess:
@@ -26,7 +26,7 @@ rule preprocess:
     log:
         "logs/preprocess/{dataset}.log",
     shell:
-        "medssl preprocess --params .medssl/params.yaml {wildcards.dataset} 2> {log}"
+        "medssl preprocess {wildcards.dataset} 2> {log}"
 
 
 rule data:

@@ -24,7 +24,7 @@ if not P.group_seeds:
         log:
             "logs/downstream/{study}/{dataset}/{protocol}/{method}/frac{frac}/seed{seed}.log",
         shell:
-            "medssl downstream --params .medssl/params.yaml {wildcards.study} {wildcards.dataset} {wildcards.protocol}"
+            "medssl downstream {wildcards.study} {wildcards.dataset} {wildcards.protocol}"
             " {wildcards.method} --fraction {wildcards.frac} --seed {wildcards.seed} 2> {log}"
 
 else:
@@ -53,7 +53,7 @@ else:
             log:
                 f"logs/downstream/{_study}/{{dataset}}/{{protocol}}/{{method}}/frac{{frac}}/seeds.log",
             shell:
-                "medssl downstream --params .medssl/params.yaml {params.study} {wildcards.dataset}"
+                "medssl downstream {params.study} {wildcards.dataset}"
                 " {wildcards.protocol} {wildcards.method} --fraction {wildcards.frac} {params.seeds} 2> {log}"
 
 

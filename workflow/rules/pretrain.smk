@@ -43,7 +43,7 @@ rule pretrain:
     log:
         "logs/pretrain/{study}/{method}.log",
     shell:
-        "{params.launcher} pretrain --params .medssl/params.yaml {wildcards.study} {wildcards.method} 2> {log}"
+        "{params.launcher} pretrain {wildcards.study} {wildcards.method} 2> {log}"
 
 
 rule pretrain_all:

@@ -13,7 +13,7 @@ rule table:
     log:
         "logs/table/{study}.log",
     shell:
-        "medssl table --params .medssl/params.yaml {wildcards.study} 2> {log}"
+        "medssl table {wildcards.study} 2> {log}"
 
 
 # The pretext table: every ssl study's methods on their own task, step 0 and end.
@@ -28,7 +28,7 @@ rule pretext_table:
     log:
         "logs/table/pretext.log",
     shell:
-        "medssl pretext-table --params .medssl/params.yaml 2> {log}"
+        "medssl pretext-table 2> {log}"
 
 
 # The papers' claims tested on this run (medssl.report.claims).
@@ -43,7 +43,7 @@ rule claims:
     log:
         "logs/table/claims.log",
     shell:
-        "medssl claims --params .medssl/params.yaml 2> {log}"
+        "medssl claims 2> {log}"
 
 
 localrules:

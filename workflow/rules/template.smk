@@ -26,7 +26,7 @@ if _TEMPLATE and not P.group_seeds:
         log:
             "logs/template/{study}/{dataset}/{model}/seed{seed}.log",
         shell:
-            "medssl template --params .medssl/params.yaml {wildcards.study} {wildcards.model}"
+            "medssl template {wildcards.study} {wildcards.model}"
             " --seed {wildcards.seed} 2> {log}"
 
 for _study in _TEMPLATE if P.group_seeds else []:
@@ -49,7 +49,7 @@ for _study in _TEMPLATE if P.group_seeds else []:
         log:
             f"logs/template/{_study}/{{model}}/seeds.log",
         shell:
-            "medssl template --params .medssl/params.yaml {params.study} {wildcards.model} {params.seeds} 2> {log}"
+            "medssl template {params.study} {wildcards.model} {params.seeds} 2> {log}"
 
 
 if _STN and not P.group_seeds:
@@ -69,7 +69,7 @@ if _STN and not P.group_seeds:
         log:
             "logs/stn/{study}/{model}/seed{seed}.log",
         shell:
-            "medssl stn --params .medssl/params.yaml {wildcards.study} {wildcards.model}"
+            "medssl stn {wildcards.study} {wildcards.model}"
             " --seed {wildcards.seed} 2> {log}"
 
 for _study in _STN if P.group_seeds else []:
@@ -90,4 +90,4 @@ for _study in _STN if P.group_seeds else []:
         log:
             f"logs/stn/{_study}/{{model}}/seeds.log",
         shell:
-            "medssl stn --params .medssl/params.yaml {params.name} {wildcards.model} {params.seeds} 2> {log}"
+            "medssl stn {params.name} {wildcards.model} {params.seeds} 2> {log}"

@@ -27,7 +27,7 @@ if _UDA and not P.group_seeds:
         log:
             "logs/uda/{study}/{direction}/{method}/seed{seed}.log",
         shell:
-            "medssl uda --params .medssl/params.yaml {wildcards.study} {wildcards.method} {wildcards.direction}"
+            "medssl uda {wildcards.study} {wildcards.method} {wildcards.direction}"
             " --seed {wildcards.seed} 2> {log}"
 
 for _study in _UDA if P.group_seeds else []:
@@ -56,5 +56,5 @@ for _study in _UDA if P.group_seeds else []:
         log:
             f"logs/uda/{_study}/{{direction}}/{{method}}/seeds.log",
         shell:
-            "medssl uda --params .medssl/params.yaml {params.name} {wildcards.method} {wildcards.direction}"
+            "medssl uda {params.name} {wildcards.method} {wildcards.direction}"
             " {params.seeds} 2> {log}"
