@@ -10,7 +10,7 @@ import pytest
 from medssl import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["check", "config", "schema", "fetch", "validate", "preprocess", "pretrain", "downstream", "template", "stn", "uda", "table",
+STAGES = ["check", "config", "schema", "fetch", "validate", "preprocess", "figures", "pretrain", "downstream", "template", "stn", "uda", "table",
           "init-tracking"]
 
 

@@ -25,7 +25,7 @@ STAGE_RULE_FILES = {
     "pretrain": ["pretrain.smk"],
     "pretext": ["report.smk:pretext_table"],
     "downstream": ["downstream.smk", "template.smk", "uda.smk"],
-    "report": ["report.smk:table"],
+    "report": ["report.smk:table", "report.smk:figures", "report.smk:figures_ssl"],
     "claims": ["report.smk:claims"],
 }
 
@@ -35,7 +35,7 @@ def _commands(spec: str) -> set[str]:
     name, _, only = spec.partition(":")
     text = (ROOT / "workflow" / "rules" / name).read_text()
     if only:
-        blocks = re.split(r"^rule ", text, flags=re.M)
+        blocks = re.split(r"^\s*rule ", text, flags=re.M)  # rules may sit under an `if`
         text = "\n".join(b for b in blocks if b.split(":", 1)[0].strip() == only)
     found = set(re.findall(r"(?:medssl|\{params\.launcher\}) ([a-z][a-z-]+)", text))
     return found - {"init-tracking"}  # onstart, not a stage's command

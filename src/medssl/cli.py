@@ -25,6 +25,7 @@ from medssl.commands import (
     cmd_datasets,
     cmd_downstream,
     cmd_fetch,
+    cmd_figures,
     cmd_init_tracking,
     cmd_preprocess,
     cmd_pretext_table,
@@ -136,9 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("direction", help="a direction of the study (its name, or <source>_to_<target>)")
     sp.add_argument("--seed", type=int, action="append",
                     help="run seed (default 0); repeat it to run several seeds in this one process")
-    sp = add("table", cmd_table, "write results/<study>/table.{md,tex,csv} from the metrics.json files")
+    sp = add("table", cmd_table, "write results/<study>/table.{md,tex,csv} and summary.json (the DVC metrics "
+             "file) from the metrics.json files; table.md links the study's figures (medssl figures)")
     sp.add_argument("study")
     sp.add_argument("--show", action="store_true", help="print the Markdown table")
+    sp = add("figures", cmd_figures, "write results/<study>/figures/*.png (training curves; ssl: metric against "
+             "label fraction, pretext score at step 0 and end) and results/<study>/curves.csv from the study's "
+             "metrics.json (and, for ssl, its pretext.json) files; deterministic PNGs without metadata")
+    sp.add_argument("study")
     sp = add("pretext-table", cmd_pretext_table, "write results/pretext.{md,csv}: each pre-training method's "
              "own task (restoration PSNR, warped-label Dice, patch matching) on held-out volumes at step 0 and "
              "at the end, from checkpoints/<study>/<method>/pretext.json")

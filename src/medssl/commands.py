@@ -220,6 +220,16 @@ def cmd_table(args: argparse.Namespace) -> int:
     return _report_written(written, args.show)
 
 
+def cmd_figures(args: argparse.Namespace) -> int:
+    from medssl.report.figures import write_study_figures
+
+    p = _params(args)
+    _known(args.study, p.studies, "study")
+    for name, path in write_study_figures(p, args.study).items():
+        print(f"{name}: {path}")
+    return 0
+
+
 def cmd_pretext_table(args: argparse.Namespace) -> int:
     from medssl.report.pretext import study_pretext_files, write_pretext_table
 

@@ -261,9 +261,10 @@ def _write_tiny(base: Path) -> dict[str, Path]:
 def test_write_tables_exact(tmp_path):
     out = _write_tiny(tmp_path)
     study_dir = paths.study_results("s", tmp_path)
-    assert out == {ext: study_dir / f"table.{ext}" for ext in ("md", "tex", "csv")}
+    assert out == {**{ext: study_dir / f"table.{ext}" for ext in ("md", "tex", "csv")},
+                   "summary": study_dir / "summary.json"}
     assert sorted(p.name for p in study_dir.iterdir()) == [
-        "runs", "table.csv", "table.md", "table.tex"]  # no temporary files left
+        "runs", "summary.json", "table.csv", "table.md", "table.tex"]  # no temporary files left
     assert out["md"].read_text() == MD
     assert out["tex"].read_text() == TEX
     assert out["csv"].read_text() == CSV

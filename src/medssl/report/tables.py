@@ -34,7 +34,11 @@ one protocol and fraction, so those header parts are left out). Conventions:
   ``neg_jacobian`` or ``components``, or contains ``error``, are
   lower-is-better (↓), the others higher-is-better (↑). Empty cells never win.
 * Below the Markdown table a *Convergence* section says, per row and setting,
-  how many runs had reached their plateau (:mod:`medssl.report.convergence`).
+  how many runs had reached their plateau (:mod:`medssl.report.convergence`),
+  and a *Figures* section links the study's figures with a one-line caption
+  each (:mod:`medssl.report.figures`; :func:`write_study_tables` only).
+* Beside the tables, ``summary.json`` holds the same cells (mean, std, n) as
+  nested JSON: the DVC metrics file of the study (:mod:`medssl.report.summary`).
 """
 
 from __future__ import annotations
@@ -46,25 +50,28 @@ from typing import TYPE_CHECKING
 from medssl import paths
 from medssl.io import write_text
 from medssl.report.convergence import runs_convergence, summary_markdown
+from medssl.report.figures import figures_markdown
 from medssl.report.build import (COUNTS, EMPTY, HEADLINE, TableData, build_table, lower_is_better, metric_label,
                                  unit)
 from medssl.report.inputs import LONG_COLUMNS, collect, read_metrics, reference_row, study_metrics
 from medssl.report.render import fraction_label, tex_escape, to_csv, to_latex, to_markdown
+from medssl.report.summary import write_summary
 
 if TYPE_CHECKING:
     from medssl.config import Params
 
 __all__ = ["COUNTS", "EMPTY", "HEADLINE", "LONG_COLUMNS", "TableData", "build_table", "collect", "fraction_label",
            "lower_is_better", "metric_label", "read_metrics", "reference_row", "study_metrics", "tex_escape",
-           "to_csv", "to_latex", "to_markdown", "unit", "write_study_tables", "write_tables"]
+           "to_csv", "to_latex", "to_markdown", "unit", "write_study_tables", "write_tables", "write_summary"]
 
 
 def write_tables(study: str, files: Sequence[Path], methods_order: Sequence[str] | None = None,
                  base: Path | None = None, *, metrics: Mapping[str, list[str]] | None = None,
                  datasets_order: Sequence[str] | None = None,
                  protocols_order: Sequence[str] | None = None,
-                 reference: str | None = None, settings: bool = True) -> dict[str, Path]:
-    """Collect ``files`` and write ``results/<study>/table.{md,tex,csv}`` atomically.
+                 reference: str | None = None, settings: bool = True,
+                 figures_md: str = "") -> dict[str, Path]:
+    """Collect ``files``; write ``results/<study>/table.{md,tex,csv}`` and ``summary.json`` atomically.
 
     Args:
         study: study name.
@@ -72,9 +79,10 @@ def write_tables(study: str, files: Sequence[Path], methods_order: Sequence[str]
         methods_order: row order, normally the study's ``methods`` in params.yaml.
         base: project root holding ``results/`` (default :func:`medssl.paths.root`).
         metrics, datasets_order, protocols_order, reference, settings: as in :func:`build_table`.
+        figures_md: a Markdown section appended to table.md (the study's figure links).
 
     Returns:
-        ``{"md": path, "tex": path, "csv": path}``.
+        ``{"md": path, "tex": path, "csv": path, "summary": path}``.
 
     Raises:
         ValueError: naming the missing files, or the bad file.
@@ -87,7 +95,10 @@ def write_tables(study: str, files: Sequence[Path], methods_order: Sequence[str]
     for ext, render in (("md", to_markdown), ("tex", to_latex), ("csv", to_csv)):
         out[ext] = paths.table(study, ext, base)
         text = render(table)
-        write_text(out[ext], text + ("\n" + conv if ext == "md" and conv else ""))
+        if ext == "md":
+            text += "".join("\n" + part for part in (conv, figures_md) if part)
+        write_text(out[ext], text)
+    out["summary"] = write_summary(study, table, base)
     return out
 
 
@@ -112,5 +123,6 @@ def write_study_tables(params: Params, study: str, base: Path | None = None) -> 
         metrics = {"uda": [*(f"dice_{c}" for c in fg), "dice", "assd", "misses"]}
     return write_tables(study, study_metrics(params, study, base), spec.methods, base, metrics=metrics,
                         datasets_order=spec.datasets, protocols_order=getattr(spec, "protocols", None),
-                        reference=reference_row(params, study), settings=spec.kind == "ssl")
+                        reference=reference_row(params, study), settings=spec.kind == "ssl",
+                        figures_md=figures_markdown(spec.kind))
 
