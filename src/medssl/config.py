@@ -278,6 +278,8 @@ class DownstreamSpec(PretrainSpec):
     # the last step, so the validation curve flattens where a run ends (issue 14: converged references)
     sw_overlap: float = Field(0.5, ge=0.0, lt=1.0)
     val_every: int = Field(1, ge=1)  # validate every k epochs (and always after the last)
+    save_predictions: bool = True  # test label maps in <run>/predictions/ (segmentation; medssl.train.outputs)
+    keep_weights: bool = False  # keep the tested (best-epoch) model in <run>/weights/ (safetensors + json)
 
 
 Protocol = Literal["linear", "finetune"]

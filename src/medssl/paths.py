@@ -112,6 +112,18 @@ def downstream_metrics(study: str, dataset: str, protocol: str, method: str,
     return downstream_dir(study, dataset, protocol, method, fraction, seed, base) / "metrics.json"
 
 
+def downstream_predictions(study: str, dataset: str, protocol: str, method: str,
+                           fraction: float | str, seed: int | str, base: Path | None = None) -> Path:
+    """``<run dir>/predictions``: one ``<case>.nii.gz`` label map per test case (``downstream.save_predictions``)."""
+    return downstream_dir(study, dataset, protocol, method, fraction, seed, base) / "predictions"
+
+
+def downstream_weights(study: str, dataset: str, protocol: str, method: str,
+                       fraction: float | str, seed: int | str, base: Path | None = None) -> Path:
+    """``<run dir>/weights``: the tested (best-epoch) model, safetensors + JSON (``downstream.keep_weights``)."""
+    return downstream_dir(study, dataset, protocol, method, fraction, seed, base) / "weights"
+
+
 def method_metrics(study: str, dataset: str, method: str, seed: int | str,
                    base: Path | None = None) -> Path:
     """``results/<study>/runs/<dataset>/<method>/seed<s>/metrics.json`` (uda / template studies)."""

@@ -11,6 +11,9 @@ browse them. Layout in the store::
                                             medssl.role=child, mlflow.parentRunId
         child   "pretrain"                  (pre-training: dataset = pretrain dataset)
 
+Children carry the provenance tags of :mod:`medssl.provenance`; a child ending FINISHED
+updates its parent's mean and std over seeds of the final metrics (:mod:`medssl.tracking_summary`).
+
 A parent's ``protocol`` tag lists the protocols of its children, sorted and
 comma-joined (``"finetune,linear"``; ``"pretrain"`` for a pre-training parent),
 because one parent holds every protocol of its method/dataset pair.
@@ -49,10 +52,11 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from medssl import paths
+from medssl import paths, provenance, tracking_summary
 from medssl.tracking_store import (  # noqa: F401  (re-exported: medssl.tracking is the API)
     TELEMETRY_ENV, StoreError, ensure_store, init_store, retry, sqlite_path, store_lock)
 from medssl.tracking_store import client as _client
+
 log = logging.getLogger(__name__)
 
 TRACKING_ENV = "MEDSSL_TRACKING"
@@ -167,6 +171,14 @@ class RunLogger:
         if not Path(path).is_file():
             raise ValueError(f"{path}: artifact file not found")
         retry(self._client.log_artifact, self.run_id, str(path), artifact_path)
+
+    def log_artifacts(self, folder: Path | str, artifact_path: str | None = None) -> None:
+        """Copy every file under ``folder`` into the run's artifacts (under ``artifact_path``)."""
+        if not self.enabled:
+            return
+        if not Path(folder).is_dir():
+            raise ValueError(f"{folder}: artifact folder not found")
+        retry(self._client.log_artifacts, self.run_id, str(folder), artifact_path)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set string tags on the run."""
@@ -337,7 +349,7 @@ def tracked_run(study: str, method: str, dataset: str, protocol: str, child: str
         protocol: ``linear``, ``finetune``, ``pretrain`` ... (child tag; added to the parent's).
         child: run name of the child, e.g. :func:`child_name` or ``"pretrain"``.
         params: run parameters; nested mappings are flattened to dotted keys.
-        tags: extra tags of the child (e.g. fraction, seed).
+        tags: extra tags of the child (seed, :func:`medssl.provenance.run_tags` ...; code_tags are added).
         uri: tracking URI; defaults to :func:`medssl.paths.mlflow_uri`.
 
     Raises:
@@ -357,7 +369,7 @@ def tracked_run(study: str, method: str, dataset: str, protocol: str, child: str
         parent_id, created = _parent_run_id(client, experiment_id, study, method, dataset, protocol)
     if created and not locked:  # others may have created one too; the end merges again in any case
         parent_id = _converge_parents(client, experiment_id, study, method, dataset)
-    child_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+    child_tags = {**provenance.code_tags(), **{str(k): str(v) for k, v in (tags or {}).items()}}
     child_tags.update({"study": study, "method": method, "dataset": dataset,
                        "protocol": protocol, ROLE_TAG: "child", PARENT_TAG: parent_id})
     run = retry(client.create_run, experiment_id, run_name=child, tags=child_tags)
@@ -376,9 +388,12 @@ def tracked_run(study: str, method: str, dataset: str, protocol: str, child: str
         try:
             logger.flush()
             if not locked:
-                _converge_parents(client, experiment_id, study, method, dataset, run.info.run_id)
+                parent_id = _converge_parents(client, experiment_id, study, method, dataset, run.info.run_id)
         except BaseException:
             status = "FAILED"
             raise
         finally:
             retry(client.set_terminated, run.info.run_id, status)
+            if status == "FINISHED":  # the parent's mean/std over seeds, recomputed under the store lock
+                tracking_summary.refresh(client, uri, parent_id, lambda: _children(client, experiment_id, parent_id),
+                                         child)

@@ -7,7 +7,8 @@ file barrier, then all write together: a child run with 44 params and
 3 metrics x 50 steps flushed every 2 steps, plus an artifact. The store
 (sqlite file, or an ``mlflow server`` over HTTP) must then hold exactly one
 parent per method/dataset pair, every child once, FINISHED, under its
-parent, with every metric step at its exact value.
+parent, with every metric step at its exact value, and each parent's mean and
+std over its children must cover them all.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from medssl import tracking
@@ -119,6 +121,20 @@ def test_eight_writers_lose_nothing(store, tmp_path, request):
             assert sorted((m.step, m.value) for m in got) == history, (idx, key)
         assert [a.path for a in client.list_artifacts(run.info.run_id)] == [f"artifact.{idx}.json"]
     assert set(METRICS) == set(by_name[tracking.child_name("linear", 1.0, 0)].data.metrics)
+
+    # each parent's mean / std over its children (medssl.tracking_summary) saw every child's final
+    # value: no update was lost to a concurrent one (sqlite: the store lock; server: step = run count)
+    for parent in parents:
+        kids = [r for r in children if r.data.tags[tracking.PARENT_TAG] == parent.info.run_id]
+        for protocol in {r.data.tags["protocol"] for r in kids}:
+            row = [r for r in kids if r.data.tags["protocol"] == protocol]
+            got = parent.data.metrics
+            assert got[f"{protocol}/frac1.0/n_runs"] == len(row), (parent.info.run_name, protocol)
+            for key in METRICS:
+                values = np.array([r.data.metrics[key] for r in row])
+                assert got[f"{protocol}/frac1.0/{key}_mean"] == pytest.approx(values.mean()), (protocol, key)
+                if len(row) > 1:
+                    assert got[f"{protocol}/frac1.0/{key}_std"] == pytest.approx(values.std(ddof=1))
 
     retries = sum(r["retries"] for r in reports)
     slowest = max(r["seconds"] for r in reports)

@@ -3,6 +3,12 @@
 # seeds in one process (`medssl downstream ... --seed 0 --seed 1 --seed 2`); a failed seed does
 # not stop the others, and the finished ones keep state.pt so a rerun only re-tests them.
 # group_seeds: false (the SLURM profile): one job per seed.
+# Besides metrics.json a run writes predictions/ (downstream.save_predictions) and weights/
+# (downstream.keep_weights) into its folder, whole or not at all (medssl.train.outputs); they are
+# not declared outputs: metrics.json, written after them, stands for the finished run.
+
+# the same set as medssl.train.downstream.OUTPUT_ONLY (not imported: that would load torch here)
+DOWNSTREAM_OUTPUT_ONLY = {"checkpoint_every", "save_predictions", "keep_weights"}
 
 
 if not P.group_seeds:
@@ -15,8 +21,9 @@ if not P.group_seeds:
         output:
             str(paths.downstream_metrics("{study}", "{dataset}", "{protocol}", "{method}", "{frac}", "{seed}")),
         params:
-            # the cadence of state saves (checkpoint_every) does not change the results: left out
-            train=json.dumps(P.downstream.model_dump(mode="json", exclude={"checkpoint_every"}), sort_keys=True),
+            # the cadence of state saves and the kept files (predictions, weights) do not change the results:
+            # left out (medssl.train.downstream.OUTPUT_ONLY), so switching them reruns nothing
+            train=json.dumps(P.downstream.model_dump(mode="json", exclude=DOWNSTREAM_OUTPUT_ONLY), sort_keys=True),
             dataset=lambda w: section(P.datasets[w.dataset]),
         threads: P.downstream.num_threads
         conda:
@@ -43,7 +50,7 @@ else:
                 [str(paths.downstream_metrics(_study, "{dataset}", "{protocol}", "{method}", "{frac}", s))
                  for s in P.studies[_study].seeds],
             params:
-                train=json.dumps(P.downstream.model_dump(mode="json", exclude={"checkpoint_every"}), sort_keys=True),
+                train=json.dumps(P.downstream.model_dump(mode="json", exclude=DOWNSTREAM_OUTPUT_ONLY), sort_keys=True),
                 dataset=lambda w: section(P.datasets[w.dataset]),
                 seeds=seed_flags(_study),
                 study=_study,

@@ -18,7 +18,7 @@ import math
 import time
 from typing import Any
 
-from medssl import paths, tracking
+from medssl import paths, provenance, tracking
 from medssl.config import Params
 from medssl.io import write_json
 from medssl.stn.data import rotated_digits, split_sources
@@ -54,8 +54,10 @@ def run_stn(params: Params, study: str, model_name: str, seed: int, progress: bo
     log.info("stn: study=%s model=%s (%s, %d parameters) seed=%d train=%d test=%d epochs=%d",
              study, model_name, spec.kind, n_params, seed, st.n_train, st.n_test, st.epochs)
     t0 = time.time()
+    section = {"study": st.model_dump(mode="json", exclude={"models", "title", "seeds"}),
+               "model": spec.model_dump(mode="json")}  # built-in digits: no datalist
     with tracking.tracked_run(study, model_name, dataset, "stn", paths.seed_tag(seed), run_params,
-                              tags={"seed": seed}) as run:
+                              tags={"seed": seed, **provenance.run_tags(section)}) as run:
         history = fit(model, x_train, y_train, epochs=st.epochs, lr=st.lr, batch_size=st.batch_size, seed=seed,
                       penalty_weight=spec.penalty_weight, progress=progress, desc=f"stn {model_name} seed {seed}")
         for h in history:

@@ -19,7 +19,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from medssl import paths, tracking
+from medssl import paths, provenance, tracking
 from medssl.config import Params
 from medssl.data.datalist import read_datalist
 from medssl.io import write_json
@@ -95,8 +95,10 @@ def run_template(params: Params, study: str, model_name: str, seed: int, progres
     log.info("template: study=%s model=%s (%s) seed=%d dataset=%s shape=%s train=%d test=%d steps=%d",
              study, model_name, spec.kind, seed, st.dataset, shape, x_train.shape[0], x_test.shape[0], cfg.steps)
     t0 = time.time()
+    section = {"train": cfg.model_dump(mode="json"), "model": spec.model_dump(mode="json"),
+               "dataset": params.datasets[st.dataset].model_dump(mode="json")}  # the seed is a tag of its own
     with tracking.tracked_run(study, model_name, st.dataset, "template", paths.seed_tag(seed), run_params,
-                              tags={"seed": seed}) as run:
+                              tags={"seed": seed, **provenance.run_tags(section, [st.dataset])}) as run:
         history = fit(model, x_train, y_train, steps=cfg.steps, lr=cfg.lr,
                       batch_size=min(cfg.batch_size, x_train.shape[0]), seed=seed, progress=progress,
                       desc=f"template {model_name} seed {seed}")

@@ -14,13 +14,18 @@ every ``downstream.checkpoint_every`` steps, after every epoch (and its
 validation) and on ``SIGTERM`` / ``SIGUSR1`` (then
 :class:`~medssl.train.resume.Preempted`; ``medssl downstream`` exits 75); a
 rerun continues bit-identically and the state is deleted once
-``metrics.json`` is written. Model and batches go to one device
+``metrics.json`` is written. Before it, the run writes its test predictions
+(``downstream.save_predictions``) and, with ``downstream.keep_weights``, the tested
+model beside it (:mod:`medssl.train.outputs`). The validation metric is named for
+what it is in MLflow and the history (``val_dice``, ``val_auc``; the history keeps
+``val_metric`` too). Model and batches go to one device
 (:func:`medssl.train.distributed.resolve_device`), training under bf16
 autocast (CUDA or CPU, :mod:`medssl.nn.precision`) with ``downstream.amp``. One process only (no DDP).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import time
@@ -30,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medssl import paths, tracking
+from medssl import paths, provenance, tracking
 from medssl.config import Params
 from medssl.data.datalist import read_datalist, subsample
 from medssl.data.leakage import check_study
@@ -40,6 +45,7 @@ from medssl.metrics import undefined_reasons
 from medssl.nn.checkpoint import load_backbone
 from medssl.nn.heads import ClassificationHead, SegmentationHead
 from medssl.train.common import log, progress_bar, run_seeds, setup
+from medssl.train import outputs
 from medssl.train.distributed import resolve_device
 from medssl.train.optim import build_optimizer, build_schedule
 from medssl.nn.precision import autocast, plain
@@ -49,6 +55,10 @@ from medssl.train.resume import (STATE_VERSION, Preempted, Preemption, capture_r
 from medssl.train.evaluation import classification_metrics, segmentation_metrics, summarise
 
 PROTOCOLS = ("linear", "finetune")
+# settings that change neither the numbers nor a resume: left out of the state's fingerprint (and of the
+# Snakemake rule's params, so switching them reruns nothing; force a rerun to get the files of a finished run)
+OUTPUT_ONLY = frozenset({"checkpoint_every", "save_predictions", "keep_weights"})
+PREDICTION_ARTIFACT_BYTES = 16 << 20  # predictions up to this size are copied to MLflow too (else: a path tag)
 
 
 class DownstreamModel(nn.Module):
@@ -120,12 +130,16 @@ def downstream(params: Params, study: str, dataset: str, protocol: str, method: 
     out = paths.downstream_metrics(study, dataset, protocol, method, fraction, seed)
     state_path = out.with_name("state.pt")
     record = json.loads(paths.backbone_config(study, method).read_text())
-    config = {"downstream": cfg.model_dump(mode="json", exclude={"checkpoint_every"}),
+    config = {"downstream": cfg.model_dump(mode="json", exclude=set(OUTPUT_ONLY)),
               "dataset": spec.model_dump(mode="json"), "protocol": protocol, "fraction": fraction, "seed": seed,
               "backbone_sha256": record.get("weights_sha256"), "version": STATE_VERSION}
+    # the configuration hash is the same for every seed of a row and for any backbone (tagged on its own)
+    section = {k: v for k, v in config.items() if k not in ("backbone_sha256", "version", "seed")}
+    tags = {**provenance.run_tags(section, [dataset]),
+            **provenance.backbone_tags(paths.backbone_weights(study, method), record)}
     history: list[dict[str, float]] = []
     timing = {"train_steps_s": 0.0, "validation_s": 0.0}
-    with tracking.tracked_run(study, method, dataset, protocol, child, run_params) as run:
+    with tracking.tracked_run(study, method, dataset, protocol, child, run_params, tags=tags) as run:
         best_metric, best_epoch, best_state = -np.inf, 0, copy.deepcopy(model.state_dict())
         start_epoch, start_step, global_step, pending_rng = 1, 0, 0, None
         losses: list[float] = []
@@ -142,8 +156,8 @@ def downstream(params: Params, study: str, dataset: str, protocol: str, method: 
             best_state = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in state["best_state"].items()}
             log.info("downstream: resuming from %s at epoch %d step %d (global step %d)", state_path, start_epoch,
                      start_step, global_step)
-            for h in history:  # this MLflow run gets the whole curve
-                run.log_metrics({k: v for k, v in h.items() if k != "epoch"}, step=h["epoch"])
+            for h in history:  # this MLflow run gets the whole curve (val_metric: the old name of val_<metric>)
+                run.log_metrics({k: v for k, v in h.items() if k not in ("epoch", "val_metric")}, step=h["epoch"])
 
         def save(epoch: int, step: int) -> None:
             save_state(state_path, {
@@ -191,13 +205,12 @@ def downstream(params: Params, study: str, dataset: str, protocol: str, method: 
                     t_val = time.perf_counter()
                     val = _evaluate(model, val_ds, spec, cfg, dev)
                     timing["validation_s"] += time.perf_counter() - t_val
-                    val_metric = val["dice"] if spec.task == "segmentation" else val["auc"]
-                    if not np.isfinite(val_metric):  # AUC undefined (one class): fall back to accuracy
-                        val_metric = val.get("accuracy", -np.inf)
-                    history[-1]["val_metric"] = float(val_metric)
-                    run.log_metrics({"val_metric": float(val_metric)}, step=epoch)
-                    log.info("downstream: epoch %d/%d loss %.4f val %.4f", epoch, cfg.epochs,
-                             history[-1]["train_loss"], val_metric)
+                    val_name, val_metric = _val_metric(val, spec.task)
+                    # named (val_dice, val_auc, val_accuracy), and as val_metric, the key older readers know
+                    history[-1].update({val_name: float(val_metric), "val_metric": float(val_metric)})
+                    run.log_metrics({val_name: float(val_metric)}, step=epoch)
+                    log.info("downstream: epoch %d/%d loss %.4f %s %.4f", epoch, cfg.epochs,
+                             history[-1]["train_loss"], val_name, val_metric)
                     if val_metric > best_metric:
                         best_metric, best_epoch = val_metric, epoch
                         best_state = copy.deepcopy(model.state_dict())
@@ -207,16 +220,35 @@ def downstream(params: Params, study: str, dataset: str, protocol: str, method: 
                     raise Preempted(stop.signum or 15, global_step, state_path)
         model.load_state_dict(best_state)
         t_test = time.perf_counter()
+        pred_dir = paths.downstream_predictions(study, dataset, protocol, method, fraction, seed)
+        weights_dir = paths.downstream_weights(study, dataset, protocol, method, fraction, seed)
+        save_preds = cfg.save_predictions and spec.task == "segmentation"
         if spec.task == "segmentation":
-            per_case = _evaluate(model, test_ds, spec, cfg, dev, per_case=True)
+            with (outputs.staged_folder(pred_dir) if save_preds else contextlib.nullcontext()) as staged:
+                sink = None if staged is None else (lambda entry, pred: outputs.save_prediction(
+                    staged, entry["case"], pred, entry["image"], len(spec.classes)))
+                per_case = _evaluate(model, test_ds, spec, cfg, dev, per_case=True, sink=sink)
             metrics = summarise(per_case)
         else:  # one pass over the test set gives both the metrics and the per-case rows
             probs, labels, cases = _class_outputs(model, test_ds, dev)
             metrics = classification_metrics(probs, labels)
             per_case = [{"case": c, "label": int(y), "prob": float(p[-1]), "correct": bool(p.argmax() == y)}
                         for c, y, p in zip(cases, labels, probs, strict=True)]
+        if not save_preds:
+            outputs.remove_folder(pred_dir)  # an earlier run's, not this metrics.json's
+        if cfg.keep_weights:
+            identity = {"study": study, "dataset": dataset, "protocol": protocol, "method": method,
+                        "fraction": fraction, "seed": seed, "best_epoch": best_epoch,
+                        "classes": list(spec.classes), **tags}
+            with outputs.staged_folder(weights_dir) as staged:
+                outputs.save_weights(staged, model, record["name"], identity)
+        else:
+            outputs.remove_folder(weights_dir)
         result = {"study": study, "dataset": dataset, "protocol": protocol, "method": method,
                   "fraction": fraction, "seed": seed, "task": spec.task, "metrics": metrics,
+                  # folders beside this file (None: not kept; medssl.train.outputs)
+                  "predictions": pred_dir.name if save_preds else None,
+                  "weights": weights_dir.name if cfg.keep_weights else None,
                   "train_cases": sorted(e["case"] for e in train_entries),  # the label-fraction subset used
                   "per_case": per_case, "history": history, "best_epoch": best_epoch,
                   "undefined": undefined_reasons(metrics), "seconds": round(time.time() - t0, 2),
@@ -228,6 +260,7 @@ def downstream(params: Params, study: str, dataset: str, protocol: str, method: 
             state_path.unlink(missing_ok=True)  # metrics.json is the result; the state only served a resume
         run.log_metrics({f"test_{k}": v for k, v in metrics.items() if np.isfinite(v)})
         run.log_artifact(out)
+        _log_outputs(run, pred_dir if save_preds else None, weights_dir if cfg.keep_weights else None)
     log.info("downstream: done in %.1f s: %s", result["seconds"],
              ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if "_" not in k))
     return (result, model) if return_model else result
@@ -258,6 +291,26 @@ def downstream_seeds(params: Params, study: str, dataset: str, protocol: str, me
     return results
 
 
+def _val_metric(val: dict[str, float], task: str) -> tuple[str, float]:
+    """``(name, value)`` of the validation metric that selects the best epoch: ``val_dice`` (segmentation),
+    ``val_auc``, or ``val_accuracy`` where the AUC is undefined (one class in the validation split)."""
+    if task == "segmentation":
+        return "val_dice", val["dice"]
+    if np.isfinite(val["auc"]):
+        return "val_auc", val["auc"]
+    return "val_accuracy", val.get("accuracy", -np.inf)
+
+
+def _log_outputs(run, predictions, weights) -> None:
+    """MLflow: the folders' paths as tags; small prediction folders as artifacts (``predictions/``) too."""
+    if predictions is not None:
+        run.set_tags({"medssl.predictions": predictions.resolve()})
+        if outputs.folder_bytes(predictions) <= PREDICTION_ARTIFACT_BYTES:
+            run.log_artifacts(predictions, "predictions")
+    if weights is not None:
+        run.set_tags({"medssl.weights": weights.resolve()})
+
+
 def _to(label, dev: torch.device):
     """A batch's labels on ``dev`` as a plain tensor (segmentation maps; classification labels may be a list)."""
     return plain(label).to(dev) if isinstance(label, torch.Tensor) else label
@@ -284,7 +337,8 @@ def predict_segmentation(model: DownstreamModel, image: torch.Tensor, roi: tuple
     return logits.argmax(1)[0]
 
 
-def _evaluate(model, ds, spec, cfg, dev: torch.device | None = None, per_case: bool = False):
+def _evaluate(model, ds, spec, cfg, dev: torch.device | None = None, per_case: bool = False, sink=None):
+    """Metrics of ``ds`` (summarised, or one row per case); ``sink(entry, pred)`` gets each label map."""
     model.eval()
     if spec.task == "classification":
         probs, labels, _ = _class_outputs(model, ds, dev)
@@ -293,6 +347,8 @@ def _evaluate(model, ds, spec, cfg, dev: torch.device | None = None, per_case: b
     for item, entry in zip(eval_loader(ds), ds.data, strict=True):
         image = item["image"] if dev is None else item["image"].to(dev)
         pred = predict_segmentation(model, image, tuple(cfg.patch), cfg.sw_overlap).cpu()
+        if sink is not None:
+            sink(entry, pred)
         # the voxel spacing of the preprocessed case (a recipe may keep an axis's own spacing: null)
         spacing = tuple(float(z) for z in nib.load(entry["image"]).header.get_zooms()[:3])
         m = segmentation_metrics(pred, item["label"][0, 0], spec.classes, spacing, distances=per_case)

@@ -1,7 +1,9 @@
 """The pre-training stage: one method of one study on the study's corpus.
 
 Writes ``checkpoints/<study>/<method>/backbone.safetensors`` and
-``backbone.json`` (loadable without this code, :mod:`medssl.nn.checkpoint`).
+``backbone.json`` (loadable without this code, :mod:`medssl.nn.checkpoint`); the
+record's ``mlflow_run_id`` is this run's MLflow id (None untracked), which every
+downstream run of the backbone tags as ``medssl.pretrain_run_id``.
 
 Preemption: the whole training state (``state.pt`` beside them: weights,
 optimizer, every random stream, loader position, loss history;
@@ -36,7 +38,7 @@ from typing import Any
 
 import torch
 
-from medssl import paths, registry, tracking
+from medssl import paths, provenance, registry, tracking
 from medssl.config import Params, PretrainSpec
 from medssl.data.leakage import check_study, pretrain_entries
 from medssl.data.loaders import make_dataset, train_loader
@@ -108,7 +110,9 @@ def _pretrain(params: Params, study: str, method: str, progress: bool, dev: torc
                   **cfg.model_dump(), "backbone": bspec.name, **{f"backbone.{k}": v for k, v in bspec.args.items()},
                   "seed": seed, "device": dev.type, "world_size": dist_env.world_size}
     if dist_env.is_main:
-        tracked = tracking.tracked_run(study, method, st.pretrain_name, "pretrain", "pretrain", run_params)
+        section = {k: v for k, v in resume_config(params, study, method).items() if k != "seed"}
+        tags = {"seed": seed, **provenance.run_tags(section, st.pretrain_datasets)}
+        tracked = tracking.tracked_run(study, method, st.pretrain_name, "pretrain", "pretrain", run_params, tags=tags)
     else:
         tracked = contextlib.nullcontext(tracking.RunLogger(None, ""))
     held = pretext.held_out(params, study, cfg.patch) if dist_env.is_main and model.trains else None
@@ -122,7 +126,9 @@ def _pretrain(params: Params, study: str, method: str, progress: bool, dev: torc
             model.to("cpu")
             save_backbone(model.backbone, paths.backbone_weights(study, method), paths.backbone_config(study, method),
                           name=bspec.name, extra={"study": study, "method": method, "kind": mspec.kind,
-                                                  "epochs": summary["epochs"], "final_loss": summary["final_loss"]})
+                                                  "epochs": summary["epochs"], "final_loss": summary["final_loss"],
+                                                  # the run downstream runs link to (medssl.provenance)
+                                                  "mlflow_run_id": run.run_id or None})
         run.log_metrics({"seconds": summary["seconds"]})
     distributed.barrier(dist_env)
     log.info("pretrain: done in %.1f s, final loss %s", summary["seconds"], summary["final_loss"])

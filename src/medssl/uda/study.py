@@ -16,7 +16,7 @@ import logging
 import time
 from typing import Any
 
-from medssl import paths, tracking
+from medssl import paths, provenance, tracking
 from medssl.config import Params
 from medssl.data.datalist import read_datalist
 from medssl.io import write_json
@@ -64,8 +64,12 @@ def run_uda(params: Params, study: str, method: str, direction: str, seed: int,
     log.info("uda: study=%s method=%s (%s) %s -> %s seed=%d epochs=%d source slices=%d target slices=%d",
              study, method, spec.kind, d.source, d.target, seed, d.epochs, src.x.shape[0], tgt_train.x.shape[0])
     t0 = time.time()
-    with tracking.tracked_run(study, method, d.label, "uda", paths.seed_tag(seed), run_params,
-                              tags={"seed": seed, "source": d.source, "target": d.target}) as run:
+    section = {"train": cfg.model_dump(mode="json"), "net": st.net, "model": spec.model_dump(mode="json"),
+               "direction": d.model_dump(mode="json"),
+               "datasets": {n: params.datasets[n].model_dump(mode="json") for n in (d.source, d.target)}}
+    tags = {"seed": seed, "source": d.source, "target": d.target,
+            **provenance.run_tags(section, sorted({d.source, d.target}))}
+    with tracking.tracked_run(study, method, d.label, "uda", paths.seed_tag(seed), run_params, tags=tags) as run:
         history = fit(model, src.x, src.y, None if spec.kind == "source_only" else tgt_train.x, epochs=d.epochs,
                       steps_per_epoch=cfg.steps_per_epoch, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed,
                       progress=progress)
