@@ -74,6 +74,7 @@ def write_study(params, study: str, base: Path) -> list[Path]:
                           "fraction": fraction, "seed": int(seed.removeprefix("seed")), "task": task,
                           "metrics": _metrics(spec.kind, task, rng, classes), "history": _history(spec.kind, rng)})
     if spec.kind == "ssl":
+        write_predictions(params, study, base)
         tasks = {"genesis": ("restoration_psnr", "dB", "cases", "damaged input"),
                  "gvsl": ("warped_label_dice", "", "pairs", "unwarped labels"),
                  "s2dc": ("patch_match_accuracy", "", "cases", "chance")}
@@ -92,6 +93,54 @@ def write_study(params, study: str, base: Path) -> list[Path]:
                                  "baseline": baseline, "baseline_values": base_values}
             write_json(paths.pretext(study, method, base), rec)
     return files
+
+
+SHAPE = (10, 9, 6)  # a processed RAS grid: x, y, z (axial slices along z)
+
+
+def _blob(rng, n_classes: int) -> np.ndarray:
+    """A label map with a few boxes of classes 1..n_classes-1, most of them on one axial slice band."""
+    lab = np.zeros(SHAPE, np.uint8)
+    for c in range(1, n_classes):
+        x, y = rng.integers(0, SHAPE[0] - 3), rng.integers(0, SHAPE[1] - 3)
+        z = int(rng.integers(1, SHAPE[2] - 2))
+        lab[x:x + 3, y:y + 3, z:z + 2] = c
+    return lab
+
+
+def write_predictions(params, study: str, base: Path) -> None:
+    """For each segmentation dataset: a processed datalist with two test cases (image, label), and
+    for every run a prediction of each test case: the label with a run-dependent patch flipped."""
+    from medssl.io import save_nifti
+
+    spec = params.studies[study]
+    for dataset in spec.datasets:
+        ds = params.datasets[dataset]
+        if ds.task != "segmentation":
+            continue
+        folder = paths.processed(dataset, base)
+        tests = []
+        for case in ("case_b", "case_a"):  # out of order: the fixed case is the first by id
+            rng = _rng(dataset, case)
+            label = _blob(rng, len(ds.classes))
+            save_nifti(folder / "labels" / f"{case}.nii.gz", label, np.diag([2.0, 2.0, 3.0, 1.0]))
+            image = (label * 40 + rng.normal(0, 5, SHAPE)).astype(np.float32)
+            save_nifti(folder / "images" / f"{case}.nii.gz", image, np.diag([2.0, 2.0, 3.0, 1.0]))
+            tests.append({"case": case, "image": f"images/{case}.nii.gz", "label": f"labels/{case}.nii.gz"})
+        write_json(paths.datalist(dataset, base), {"name": dataset, "task": "segmentation",
+                                                     "training": [], "validation": [], "test": tests})
+        for protocol in spec.protocols:
+            for method in spec.methods:
+                for fraction in spec.fractions:
+                    for seed in spec.seeds:
+                        out = paths.downstream_predictions(study, dataset, protocol, method, fraction, seed, base)
+                        for entry in tests:
+                            label = np.asarray(__import__("nibabel").load(
+                                str(folder / entry["label"])).dataobj).copy()
+                            rng = _rng(study, dataset, protocol, method, fraction, seed, entry["case"])
+                            x, y = rng.integers(0, SHAPE[0] - 2), rng.integers(0, SHAPE[1] - 2)
+                            label[x:x + 2, y:y + 2, :] = 0
+                            save_nifti(out / f"{entry['case']}.nii.gz", label, np.diag([2.0, 2.0, 3.0, 1.0]))
 
 
 @pytest.fixture

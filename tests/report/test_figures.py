@@ -54,7 +54,7 @@ def test_every_figure_is_byte_identical_on_a_rerun_and_has_no_text_chunk(synthet
             assert width > 300 and height > 100
         assert sorted(p.name for p in paths.figures(study, base).iterdir()) == sorted(
             f"{n}.png" for n in F.figure_names(params.studies[study].kind))  # no temporary files left
-    assert F.figure_names("ssl") == ("curves", "label_fraction", "pretext")
+    assert F.figure_names("ssl") == ("curves", "label_fraction", "pretext", "predictions")
     assert F.figure_names("stn") == F.figure_names("template") == F.figure_names("uda") == ("curves",)
 
 

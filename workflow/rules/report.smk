@@ -50,6 +50,7 @@ if _SSL_ALL:
         input:
             runs=lambda w: study_runs(w.study),
             pretext=lambda w: [str(f) for f in pretext_files(P, w.study)],
+            datalists=lambda w: [str(paths.datalist(d)) for d in P.studies[w.study].datasets],
         output:
             curves=report(
                 str(figure_path("{study}", "curves")),
@@ -71,6 +72,13 @@ if _SSL_ALL:
                 category="{study}",
                 subcategory="Figures",
                 labels={"study": "{study}", "figure": "pretext"},
+            ),
+            predictions=report(
+                str(figure_path("{study}", "predictions")),
+                caption="../report/figure_predictions.rst",
+                category="{study}",
+                subcategory="Figures",
+                labels={"study": "{study}", "figure": "predictions"},
             ),
             csv=str(curves_path("{study}")),
         wildcard_constraints:

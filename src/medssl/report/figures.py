@@ -14,6 +14,8 @@ Per study kind (:data:`FIGURES`):
   bars the sample standard deviation over seeds (``ddof=1``; none below two).
   Points of different methods are offset slightly along x so that their bars
   do not hide each other.
+* ssl — ``predictions.png``: each method's prediction on one fixed test case and
+  slice per segmentation dataset (:mod:`medssl.report.panels`).
 * ssl — ``pretext.png``: each pre-trained method's own task on held-out volumes
   (:mod:`medssl.report.pretext`, from ``checkpoints/<study>/<method>/pretext.json``)
   at step 0 and after the last step, bars with mean ± sample std over the
@@ -49,6 +51,7 @@ from medssl.report import pretext as pretext_table
 from medssl.report.build import HEADLINE, lower_is_better, metric_label
 from medssl.report.curves import study_curves, validation_label, write_curves
 from medssl.report.inputs import collect, study_metrics
+from medssl.report.panels import render_predictions
 from medssl.report.render import fraction_label
 
 __all__ = ["CAPTIONS", "FIGURES", "STYLE", "caption", "figure_names", "figure_path", "figures_markdown",
@@ -56,7 +59,7 @@ __all__ = ["CAPTIONS", "FIGURES", "STYLE", "caption", "figure_names", "figure_pa
            "study_figure_paths", "write_study_figures"]
 
 #: the figures of each study kind (file stem under results/<study>/figures/); kinds not listed get DEFAULT
-FIGURES: dict[str, tuple[str, ...]] = {"ssl": ("curves", "label_fraction", "pretext")}
+FIGURES: dict[str, tuple[str, ...]] = {"ssl": ("curves", "label_fraction", "pretext", "predictions")}
 DEFAULT = ("curves",)
 #: one-line captions (the table's Markdown lists each figure with its caption)
 CAPTIONS = {
@@ -66,6 +69,9 @@ CAPTIONS = {
                       "dataset and protocol; error bars: sample std over seeds.",
     "pretext": "Each pre-training method's own task on held-out volumes at step 0 and after its last step: "
                "mean ± sample std over the held-out cases (GVSL: ordered pairs); dashed: the task's baseline.",
+    "predictions": "Each method's prediction (first seed) on one fixed test case per segmentation dataset, on "
+                   "the axial slice with the most labelled voxels, beside the image and the ground truth; "
+                   "one row per protocol and label fraction.",
 }
 #: over matplotlib's built-in defaults (matplotlib.rcParamsDefault)
 STYLE = {"font.size": 8.0, "axes.titlesize": 8.0, "axes.labelsize": 8.0, "legend.fontsize": 7.5,
@@ -337,6 +343,7 @@ def write_study_figures(params, study: str, base: Path | None = None) -> dict[st
     if settings:
         figs["label_fraction"] = lambda: render_label_fraction(
             collect(files), spec.methods, spec.datasets, protocols, title=f"{study}: test metric by label fraction")
+        figs["predictions"] = lambda: render_predictions(params, study, base, _new_figure, _empty)
         figs["pretext"] = lambda: render_pretext(
             pretext_table.collect(pretext_files(params, study, base)), spec.methods,
             title=f"{study}: pretext task on held-out volumes")
