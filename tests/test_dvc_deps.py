@@ -103,13 +103,20 @@ def _closure(start: set[str]) -> set[Path]:
 
 def command_modules(command: str) -> set[Path]:
     """The files `medssl COMMAND` may run: cli.py, its cmd function in commands.py, the helpers
-    there, and every module below them."""
+    there that it calls, and every module below them."""
     cli, commands = SRC / "medssl" / "cli.py", SRC / "medssl" / "commands.py"
     tree = ast.parse(commands.read_text())
     func = f"cmd_{command.replace('-', '_')}"
     fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == func), None)
     assert fn is not None, f"commands.py has no {func} for `medssl {command}`"
-    helpers = [n for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("cmd_")]
+    defs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("cmd_")}
+    helpers, todo = [], [fn]
+    while todo:  # the helpers the command calls, and the helpers they call
+        used = {n.id for n in ast.walk(todo.pop()) if isinstance(n, ast.Name)}
+        for name in sorted(used & set(defs)):
+            if defs[name] not in helpers:
+                helpers.append(defs[name])
+                todo.append(defs[name])
     top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     roots = _imports(ast.parse(cli.read_text()), "medssl.cli", False) - {"medssl.commands"}
     for node in [fn, *helpers, *top]:

@@ -87,13 +87,14 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     from medssl.data.fetch import fetch
 
     p = _params(args)
-    for name in _datasets(p, args.datasets):
+    names = _datasets(p, args.datasets)
+    for name in names:
         out = fetch(name, resolve(p, name), force=args.force, progress=args.progress)
         print(f"{name}: {out}")
     from medssl import paths
     from medssl.data.dvclinks import check
 
-    for fault in check(paths.root()):  # fine for Snakemake; the DVC data stage refuses it
+    for fault in check(paths.root(), names):  # only what was fetched; the DVC data stage refuses it
         log.warning("%s (`medssl check --dvc` refuses it)", fault.splitlines()[0] + " DVC will not version it")
     return 0
 
@@ -174,41 +175,40 @@ def cmd_downstream(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_template(args: argparse.Namespace) -> int:
-    from medssl.template.study import run_template
+def _run_row(args: argparse.Namespace, kind: str, row: str, what: str, run_one, label: str) -> int:
+    """Run every ``--seed`` of one row of a template / stn / uda study in this process; a wrong
+    study or row name fails once, before any seed (:func:`medssl.train.common.run_seeds`)."""
     from medssl.train.common import run_seeds
 
     p = _params(args)
     _known(args.study, p.studies, "study")
-    p.study_row(args.study, "template", args.model, what="model")  # a wrong name fails once, not once per seed
-    run_seeds(lambda seed: run_template(p, args.study, args.model, seed, progress=args.progress),
-              args.seed or [0], f"template {args.study} {args.model}")
+    st, _ = p.study_row(args.study, kind, row, what=what)
+    if kind == "uda":
+        st.direction(args.direction)
+    run_seeds(lambda seed: run_one(p, seed), args.seed or [0], f"{kind} {args.study} {label}")
     return 0
+
+
+def cmd_template(args: argparse.Namespace) -> int:
+    from medssl.template.study import run_template
+
+    return _run_row(args, "template", args.model, "model", lambda p, seed: run_template(
+        p, args.study, args.model, seed, progress=args.progress), args.model)
 
 
 def cmd_stn(args: argparse.Namespace) -> int:
     from medssl.stn.study import run_stn
-    from medssl.train.common import run_seeds
 
-    p = _params(args)
-    _known(args.study, p.studies, "study")
-    p.study_row(args.study, "stn", args.model, what="model")  # a wrong name fails once, not once per seed
-    run_seeds(lambda seed: run_stn(p, args.study, args.model, seed, progress=args.progress),
-              args.seed or [0], f"stn {args.study} {args.model}")
-    return 0
+    return _run_row(args, "stn", args.model, "model", lambda p, seed: run_stn(
+        p, args.study, args.model, seed, progress=args.progress), args.model)
 
 
 def cmd_uda(args: argparse.Namespace) -> int:
     from medssl.uda.study import run_uda
-    from medssl.train.common import run_seeds
 
-    p = _params(args)
-    _known(args.study, p.studies, "study")
-    st, _ = p.study_row(args.study, "uda", args.method, what="method")  # wrong names fail once, not per seed
-    st.direction(args.direction)
-    run_seeds(lambda seed: run_uda(p, args.study, args.method, args.direction, seed, progress=args.progress),
-              args.seed or [0], f"uda {args.study} {args.method} {args.direction}")
-    return 0
+    return _run_row(args, "uda", args.method, "method", lambda p, seed: run_uda(
+        p, args.study, args.method, args.direction, seed, progress=args.progress),
+        f"{args.method} {args.direction}")
 
 
 def cmd_table(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,16 +44,19 @@ class Link:
     inside: bool  # the target lies inside data/raw: versioned there, only the link is lost
 
 
-def folder_links(raw_root: Path) -> list[Link]:
-    """Every symbolic link to a folder at or below ``raw_root``, sorted, without following them."""
+def folder_links(raw_root: Path, datasets: Sequence[str] | None = None) -> list[Link]:
+    """Every symbolic link to a folder at or below ``raw_root`` (only below ``raw_root/<dataset>``
+    for the given ``datasets``), sorted, without following them."""
     raw_root = Path(raw_root)
-    candidates = [raw_root] if raw_root.is_symlink() else []
-    if raw_root.is_dir():
-        for dirpath, dirnames, _ in os.walk(raw_root):
-            candidates += [Path(dirpath) / d for d in dirnames if (Path(dirpath) / d).is_symlink()]
+    tops = [raw_root] if datasets is None else [raw_root / d for d in datasets]
+    candidates = [t for t in tops if t.is_symlink()]
+    for top in tops:
+        if top.is_dir():
+            for dirpath, dirnames, _ in os.walk(top):
+                candidates += [Path(dirpath) / d for d in dirnames if (Path(dirpath) / d).is_symlink()]
     real_root = raw_root.resolve()
     out = []
-    for p in sorted(candidates):
+    for p in sorted(set(candidates)):
         if p.is_dir():  # a dangling link is not a folder DVC would skip
             target = p.resolve()
             out.append(Link(p, target, p != raw_root and target.is_relative_to(real_root)))
@@ -64,8 +68,9 @@ def tracks_raw(project: Path) -> bool:
     return (Path(project) / "data.dvc").is_file()
 
 
-def check(project: Path) -> list[str]:
-    """The faults of ``project``'s data/raw for DVC: one message per link that leaves data/raw.
+def check(project: Path, datasets: Sequence[str] | None = None) -> list[str]:
+    """The faults of ``project``'s data/raw (of ``datasets`` only, if given) for DVC: one message
+    per link that leaves data/raw.
 
     Links inside data/raw are logged as warnings (nothing is lost but the link).
     Nothing is checked when the project does not track data/raw with DVC.
@@ -74,7 +79,7 @@ def check(project: Path) -> list[str]:
     if not tracks_raw(project):
         return []
     faults = []
-    for link in folder_links(project / "data" / "raw"):
+    for link in folder_links(project / "data" / "raw", datasets):
         rel = link.path.relative_to(project) if link.path.is_relative_to(project) else link.path
         if link.inside:
             log.warning("%s is a link to %s inside data/raw: DVC versions the target but not the link; after "
