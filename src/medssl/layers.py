@@ -41,16 +41,22 @@ def load(params: str | Path, configfiles: Sequence[str | Path] = ()) -> config.P
     if not configfiles:
         return config.load(params)
     names = [str(params), *map(str, configfiles)]
-    data = [config.read(n) for n in names]
+    layers = [(n, config.read(n)) for n in names]
     try:
-        return config.parse(merge(data), f"{names[0]} with --configfile {' '.join(names[1:])}")
+        return config.parse(merge([d for _, d in layers]), f"{names[0]} with --configfile {' '.join(names[1:])}")
     except config.ConfigError as exc:
-        for i in range(1, len(names)):  # the first layer after which it fails
-            try:
-                config.parse(merge(data[:i]), names[i - 1])
-            except config.ConfigError:
-                raise config.ConfigError(f"{exc}\n(the configuration becomes invalid in {names[i - 1]})") from None
-        raise config.ConfigError(f"{exc}\n(the configuration becomes invalid in {names[-1]})") from None
+        raise config.ConfigError(f"{exc}\n(the configuration becomes invalid in {first_invalid(layers)})") from None
+
+
+def first_invalid(layers: Sequence[tuple[str, dict[str, Any]]], otherwise: str | None = None) -> str:
+    """The name of the first of ``(name, mapping)`` layers after which their merge stops being valid
+    (the file to blame); ``otherwise`` (default: the last name) when every prefix is valid."""
+    for i in range(1, len(layers) + 1):
+        try:
+            config.parse(merge([d for _, d in layers[:i]]), layers[i - 1][0])
+        except config.ConfigError:
+            return layers[i - 1][0]
+    return otherwise if otherwise is not None else layers[-1][0]
 
 
 def materialise(params: str | Path, configfiles: Sequence[str | Path] = (),

@@ -4,7 +4,6 @@ import json
 import os
 import re
 
-import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -15,6 +14,7 @@ from medssl.report.inputs import study_metrics
 # Every configuration file Snakemake read (params.yaml and each --configfile layer), strictly: a key
 # repeated in one mapping, which YAML silently resolves to the last, is an error naming file and lines.
 from medssl.yamlfile import DuplicateKeyError, read_yaml
+from medssl.yamlfile import dumps as yaml_dumps
 
 for _file in workflow.configfiles:
     try:
@@ -27,17 +27,11 @@ for _file in workflow.configfiles:
 def _culprit():
     """The first layer after which the merged configuration stops being valid (params.yaml, then each
     --configfile in order, then --config): the file to blame in the error message."""
-    from snakemake.utils import update_config
+    from medssl.layers import first_invalid
 
     cli = [str(f) for f in workflow.config_settings.configfiles]  # --configfile, merged over the Snakefile's
-    merged = {}
-    for name in [str(f) for f in workflow.configfiles if str(f) not in cli] + cli:
-        update_config(merged, read_yaml(name) or {})
-        try:
-            medssl_config.parse(merged, name)
-        except medssl_config.ConfigError:
-            return name
-    return "--config on the command line"
+    names = [str(f) for f in workflow.configfiles if str(f) not in cli] + cli
+    return first_invalid([(n, read_yaml(n) or {}) for n in names], otherwise="--config on the command line")
 
 
 # The pydantic check first: its message names the file to fix and the key; then the JSON schema.
@@ -64,7 +58,7 @@ if _leaks:
 # trigger) or its params change, so a path there would rerun every job after any config edit.
 # On SLURM each job parses the Snakefile again on its node: the same configuration gives the same
 # file. .medssl/params.yaml is a copy of the last configuration parsed, for people; no job reads it.
-_text = yaml.dump(config, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False)  # key order is row order (e.g. template models)
+_text = yaml_dumps(config)  # key order is row order (e.g. template models)
 RUN_PARAMS = f".medssl/run/params-{hashlib.sha256(_text.encode()).hexdigest()[:16]}.yaml"
 
 
