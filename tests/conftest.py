@@ -132,3 +132,39 @@ def _keep_locale():
     yield
     if locale.setlocale(locale.LC_ALL) != saved:
         locale.setlocale(locale.LC_ALL, saved)
+
+
+# Headless Debian chromium driven by Playwright (never `playwright install`), for the UI tests
+# (tests/tracking/test_server_ui.py, tests/report/test_snakemake_report.py). CI installs both
+# (scripts/install-system-deps.sh, the test extras); without them the tests skip, unless
+# MEDSSL_REQUIRE_SYSTEM is set (as CI sets it), where they fail.
+CHROMIUM = Path("/usr/bin/chromium")
+# --disable-* background services: this machine's closed network refuses chromium's own connections.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def require_system(ok: bool, what: str) -> None:
+    """Skip with ``what``, or fail when ``MEDSSL_REQUIRE_SYSTEM`` is set (CI installs these)."""
+    if ok:
+        return
+    hint = f"{what}; CI installs it (scripts/install-system-deps.sh, pip install -e '.[test]')"
+    if os.environ.get("MEDSSL_REQUIRE_SYSTEM", "").strip() not in ("", "0"):
+        pytest.fail(f"{hint}; MEDSSL_REQUIRE_SYSTEM is set, so this fails instead of skipping")
+    pytest.skip(hint)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless chromium browser (Playwright), closed after the module."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        require_system(False, "the python package playwright is not installed")
+    require_system(CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK), f"no chromium at {CHROMIUM}")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True, timeout=60_000)
+        try:
+            yield b
+        finally:
+            b.close()

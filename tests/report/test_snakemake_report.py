@@ -30,19 +30,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 STUDIES = {"ssl3d": "ssl", "stn": "stn"}
-
-
-def _require(ok: bool, what: str) -> None:
-    if ok:
-        return
-    hint = f"{what}; CI installs it (scripts/install-system-deps.sh, pip install -e '.[test]')"
-    if os.environ.get("MEDSSL_REQUIRE_SYSTEM", "").strip() not in ("", "0"):
-        pytest.fail(f"{hint}; MEDSSL_REQUIRE_SYSTEM is set, so this fails instead of skipping")
-    pytest.skip(hint)
 
 
 def _sh(cmd: list[str], cwd: Path, timeout: int = 1200) -> subprocess.CompletedProcess:
@@ -77,21 +65,6 @@ def finished(tmp_path_factory, tiny_params) -> Path:
     (project / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     _sh(["snakemake", "--cores", "2"], project)
     return project
-
-
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _require(False, "the python package playwright is not installed")
-    _require(CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK), f"no chromium at {CHROMIUM}")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True, timeout=60_000)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def test_the_run_writes_figures_linked_from_the_tables(finished):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,41 +26,10 @@ from medssl import paths, tracking
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-# --disable-* background services: this machine's closed network refuses chromium's own connections.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 UI_TIMEOUT_MS = 30_000
 STUDY, DATASET, METHODS, SEEDS = "ui_study", "phantom_organs", ("genesis", "scratch"), (0, 1)
 RUN_LINKS = "a[href*='/runs/']"
 EXPAND = "button[data-component-id*='runnamecellrenderer']"  # the +/- of a parent row
-
-
-def _require(ok: bool, what: str) -> None:
-    """Skip with ``what``, or fail when ``MEDSSL_REQUIRE_SYSTEM`` is set (CI installs these)."""
-    if ok:
-        return
-    hint = f"{what}; CI installs it (scripts/install-system-deps.sh, pip install -e '.[test]')"
-    if os.environ.get("MEDSSL_REQUIRE_SYSTEM", "").strip() not in ("", "0"):
-        pytest.fail(f"{hint}; MEDSSL_REQUIRE_SYSTEM is set, so this fails instead of skipping")
-    pytest.skip(hint)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Headless Debian chromium driven by Playwright (checked before the server starts)."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _require(False, "the python package playwright is not installed")
-    _require(CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK), f"no chromium at {CHROMIUM}")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
-                               timeout=60_000)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture(scope="module")
